@@ -1,0 +1,163 @@
+"""Clusters: the embedded local cluster and connections to real Dask deployments.
+
+``ff.cluster.local()`` starts an in-process ``LocalCluster`` (threads; kernels release the GIL)
+whose scheduler, workers and dashboard listen on 127.0.0.1 only; panels built in the notebook are
+handed to workers by reference. ``processes=True`` starts worker processes instead.
+``ff.cluster.connect()`` attaches to a running ``dask scheduler``. Both return a :class:`Cluster`
+usable as a context manager or closed explicitly; while it is open its client is the default,
+so ``ff.compute`` runs there.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["Cluster", "local", "connect"]
+
+
+class Cluster:
+    """A handle on a Dask cluster and its client.
+
+    Attributes
+    ----------
+    client : distributed.Client
+    cluster : distributed.LocalCluster or None
+        None when connected to an external scheduler.
+    """
+
+    def __init__(self, client, cluster=None, dashboard_link: str | None = None):
+        self.client = client
+        self.cluster = cluster
+        self._dashboard_link = dashboard_link
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """URL of the Dask dashboard (None when the scheduler runs without one)."""
+        if self._dashboard_link is not None:
+            return self._dashboard_link
+        try:
+            return self.client.dashboard_link
+        except Exception:
+            return None
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.client.scheduler.address
+
+    @property
+    def nthreads(self) -> int:
+        """Worker threads available for tasks."""
+        return sum(self.client.nthreads().values())
+
+    def close(self) -> None:
+        """Close the client (and the cluster if this handle started it)."""
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "local" if self.cluster is not None else "connected"
+        try:
+            workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            workers = "?"
+        return (f"<factorflow Cluster ({kind}) scheduler={self.scheduler_address} workers={workers} "
+                f"threads={self.nthreads} dashboard={self.dashboard_link}>")
+
+
+def local(n_workers: int | None = None, threads_per_worker: int | None = None, processes: bool = False,
+          dashboard_address: str | None = "127.0.0.1:8787", memory_limit="auto", **kwargs) -> Cluster:
+    """Start the embedded local cluster.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Default: 1 worker with all cores as threads (``processes=False``), or one process per
+        core with 1 thread each (``processes=True``).
+    threads_per_worker : int, optional
+    processes : bool
+        False (default): workers are threads of this process, sharing memory with the notebook
+        (zero-copy panels; Numba kernels release the GIL). True: worker processes; data is
+        loaded and results written inside worker tasks.
+    dashboard_address : str or None
+        Where the dashboard listens; ``None`` disables it. Bound to 127.0.0.1 by default (if
+        the port is taken Dask picks another; see ``.dashboard_link``).
+    **kwargs
+        Passed to :class:`distributed.LocalCluster`.
+
+    Examples
+    --------
+    >>> import factorflow as ff
+    >>> with ff.cluster.local(dashboard_address=None) as c:  # doctest: +SKIP
+    ...     out = ff.compute({"m": "ts_mean(close, 5)"}, panel).compute()
+    """
+    from distributed import Client, LocalCluster
+
+    ncores = os.cpu_count() or 1
+    if n_workers is None:
+        n_workers = ncores if processes else 1
+    if threads_per_worker is None:
+        threads_per_worker = 1 if processes else max(1, ncores // n_workers)
+    if dashboard_address is not None and ":" not in str(dashboard_address):
+        dashboard_address = f"127.0.0.1:{dashboard_address}"
+    if processes:
+        # TCP on the loopback interface only (scheduler, nannies, workers)
+        kwargs.setdefault("host", "127.0.0.1")
+    # threads: in-process "inproc" transport, no network listener for scheduler/worker traffic
+    kwargs.setdefault("worker_dashboard_address", "127.0.0.1:0" if dashboard_address is not None else None)
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        dashboard_address=dashboard_address,
+        memory_limit=memory_limit,
+        **kwargs,
+    )
+    try:
+        client = Client(cluster, set_as_default=True)
+    except BaseException:
+        cluster.close()
+        raise
+    link = None
+    if dashboard_address is not None:
+        try:
+            host = str(dashboard_address).rsplit(":", 1)[0] or "127.0.0.1"
+            link = f"http://{host}:{cluster.scheduler.http_server.port}/status"
+        except Exception:  # pragma: no cover - dashboard disabled by config
+            link = None
+    return Cluster(client, cluster, link)
+
+
+def connect(address: str | None = None, scheduler_file: str | None = None, security=None, timeout="30s") -> Cluster:
+    """Connect to a running Dask scheduler (``dask scheduler`` / ``dask worker`` deployment).
+
+    Parameters
+    ----------
+    address : str, optional
+        ``tcp://host:8786`` (or ``tls://...`` with ``security``).
+    scheduler_file : str, optional
+        The file written by ``dask scheduler --scheduler-file``.
+
+    Examples
+    --------
+    >>> import factorflow as ff
+    >>> with ff.cluster.connect(scheduler_file="s.json") as c:  # doctest: +SKIP
+    ...     print(c.dashboard_link)
+    """
+    from distributed import Client
+
+    if (address is None) == (scheduler_file is None):
+        raise ValueError("give exactly one of address= or scheduler_file=")
+    if scheduler_file is not None and not os.path.exists(scheduler_file):
+        raise FileNotFoundError(f"scheduler file {scheduler_file!r} does not exist (is `dask scheduler "
+                                f"--scheduler-file {scheduler_file}` running?)")
+    client = Client(address=address, scheduler_file=scheduler_file, security=security, timeout=timeout,
+                    set_as_default=True)
+    return Cluster(client, None)

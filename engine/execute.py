@@ -1,0 +1,261 @@
+"""What runs inside a task: stage programs evaluated on blocks.
+
+A stage program is a small, picklable description (kernel *names*, slots, parameters) built by
+``engine/graph.py`` from the plan. Tasks assemble their input blocks (with the halo rows of the
+previous time blocks), run the kernels in topological order into scratch buffers, and write the
+stage's outputs into one fresh ``(n_outputs, rows, cols)`` block.
+
+Scratch buffers come from a per-thread arena: a fresh page-faulting allocation halves kernel
+throughput (measured), so intermediates reuse memory across the tasks a thread runs, and a
+buffer is recycled within a task as soon as its last reader has run.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import resolve
+
+__all__ = ["LocalProgram", "BarrierProgram", "run_local", "run_recursive", "run_cross_section"]
+
+_KERNELS: dict[tuple[str, str], object] = {}
+
+
+def kernel(name: str, backend: str = "cpu"):
+    fn = _KERNELS.get((name, backend))
+    if fn is None:
+        fn = _KERNELS[(name, backend)] = resolve(name, backend)
+    return fn
+
+
+# ------------------------------------------------------------------------------------------------
+# Scratch arena
+# ------------------------------------------------------------------------------------------------
+ARENA_LIMIT_BYTES = 1 << 30  # per thread; beyond this, buffers are dropped instead of kept
+
+
+class _Arena(threading.local):
+    def __init__(self):
+        self.free: dict[tuple, list[np.ndarray]] = {}
+        self.bytes = 0
+
+    def take(self, shape, dtype) -> np.ndarray:
+        key = (tuple(shape), np.dtype(dtype).str)
+        stack = self.free.get(key)
+        if stack:
+            a = stack.pop()
+            self.bytes -= a.nbytes
+            return a
+        return np.empty(shape, dtype)
+
+    def give(self, a: np.ndarray) -> None:
+        if self.bytes + a.nbytes > ARENA_LIMIT_BYTES:
+            # keep the arena bounded: drop the largest-shape stacks first
+            self.free.clear()
+            self.bytes = 0
+        self.free.setdefault((a.shape, a.dtype.str), []).append(a)
+        self.bytes += a.nbytes
+
+
+_arena = _Arena()
+
+
+def clear_arena() -> None:
+    """Release this thread's scratch buffers."""
+    _arena.free.clear()
+    _arena.bytes = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Input assembly
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputLayout:
+    """Where the rows/cols one task needs of one materialised node come from.
+
+    ``bands`` is a list of row bands (top to bottom); each band a list of pieces
+    ``(arg_index, row_slice, col_slice)`` (left to right) into the task's block arguments.
+    ``index`` selects the node inside a 3-D block; ``tuple_output`` marks blocks that are
+    ``(block, state)`` pairs from recursive stages.
+    """
+
+    index: int
+    bands: tuple
+    rows: int
+    cols: int
+    tuple_output: bool = False
+
+
+def _piece(blocks, layout: InputLayout, arg: int, rs: slice, cs: slice) -> np.ndarray:
+    b = blocks[arg]
+    if layout.tuple_output:
+        b = b[0]
+    return b[layout.index, rs, cs]
+
+
+def assemble(blocks, layout: InputLayout, dtype, owned: list) -> np.ndarray:
+    """The input array for one node: a view when one block covers it, else a copy."""
+    bands = layout.bands
+    if len(bands) == 1 and len(bands[0]) == 1:
+        arg, rs, cs = bands[0][0]
+        a = _piece(blocks, layout, arg, rs, cs)
+        if a.dtype == dtype and a.flags.c_contiguous:
+            return a
+    out = _arena.take((layout.rows, layout.cols), dtype)
+    owned.append(out)
+    r = 0
+    for band in bands:
+        c = 0
+        h = 0
+        for arg, rs, cs in band:
+            a = _piece(blocks, layout, arg, rs, cs)
+            h, w = a.shape
+            out[r:r + h, c:c + w] = a
+            c += w
+        r += h
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Local (fused) stages
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Instruction:
+    kernel: str
+    kind: str
+    args: tuple  # ("slot", i) or ("const", value)
+    params: tuple  # kernel params after the series args
+    out: int  # slot
+
+
+@dataclass(frozen=True)
+class LocalProgram:
+    """A fused local stage: inputs -> instructions -> outputs.
+
+    ``inputs[k]`` is the InputLayout for slot k (per task: layouts differ per block, so the
+    program holds only the static parts and the task receives layouts as an argument).
+    ``outputs`` are ``("slot", i)`` or ``("const", v)`` per output position.
+    ``last_use[i]`` is the index of the last instruction reading slot i (-1: never freed).
+    """
+
+    n_inputs: int
+    instructions: tuple
+    outputs: tuple
+    n_slots: int
+    last_use: tuple
+    halo: int
+    backend: str = "cpu"
+
+
+def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols: int, dtype_str: str, *blocks):
+    """Evaluate a fused local stage for one block; returns ``(n_outputs, rows, cols)``.
+
+    ``skip`` is the number of halo rows at the top of every assembled input; the output holds
+    the rows after them.
+    """
+    dtype = np.dtype(dtype_str)
+    owned: list[np.ndarray] = []
+    slots: list = [None] * program.n_slots
+    for k, layout in enumerate(layouts):
+        slots[k] = assemble(blocks, layout, dtype, owned)
+    full_rows = rows + skip
+    out = np.empty((len(program.outputs), rows, cols), dtype)
+    # slots written straight into the output block (no halo to trim and not read afterwards
+    # by an input of the same stage is fine: outputs are final values)
+    direct = {}
+    if skip == 0:
+        for pos, (what, v) in enumerate(program.outputs):
+            if what == "slot" and v >= program.n_inputs and v not in direct:
+                direct[v] = pos
+    temps: dict[int, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        for idx, ins in enumerate(program.instructions):
+            args = []
+            for what, v in ins.args:
+                if what == "slot":
+                    args.append(slots[v])
+                else:
+                    args.append(v)
+            if ins.kind != "elementwise":
+                args = [a if isinstance(a, np.ndarray) else np.full((full_rows, cols), a, dtype) for a in args]
+            if ins.out in direct:
+                dest = out[direct[ins.out]]
+            else:
+                dest = _arena.take((full_rows, cols), dtype)
+                temps[ins.out] = dest
+            kernel(ins.kernel, program.backend)(*args, *ins.params, dest)
+            slots[ins.out] = dest
+            # recycle buffers whose last reader was this instruction
+            for what, v in ins.args:
+                if what == "slot" and program.last_use[v] == idx and v in temps:
+                    _arena.give(temps.pop(v))
+        for pos, (what, v) in enumerate(program.outputs):
+            if what == "const":
+                out[pos] = v
+            elif direct.get(v) == pos:
+                continue
+            else:
+                out[pos] = slots[v][skip:]
+    for a in temps.values():
+        _arena.give(a)
+    for a in owned:
+        _arena.give(a)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Barrier stages
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarrierProgram:
+    """Barrier operators of one kind and level: ``ops[k] = (kernel, params, state_init, input)``
+    where ``input`` indexes the task's layouts."""
+
+    ops: tuple
+    backend: str = "cpu"
+
+
+def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int, dtype_str: str, prev, *blocks):
+    """Scan one block with the state carried from the previous time block (``prev``).
+
+    Returns ``(block, states)``; the states are copied first so a retried task is idempotent.
+    """
+    dtype = np.dtype(dtype_str)
+    owned: list[np.ndarray] = []
+    inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]
+    out = np.empty((len(program.ops), rows, cols), dtype)
+    states = []
+    with np.errstate(all="ignore"):
+        for k, (kname, params, state_init, inp) in enumerate(program.ops):
+            if prev is None:
+                state = kernel(state_init, program.backend)(cols)
+            else:
+                state = prev[1][k].copy()
+            x = inputs[inp] if not isinstance(inp, tuple) else np.full((rows, cols), inp[1], dtype)
+            kernel(kname, program.backend)(x, *params, state, out[k])
+            states.append(state)
+    for a in owned:
+        _arena.give(a)
+    return out, tuple(states)
+
+
+def run_cross_section(program: BarrierProgram, layouts: tuple, rows: int, cols: int, dtype_str: str, *blocks):
+    """Apply cross-sectional operators to a time block spanning every symbol."""
+    dtype = np.dtype(dtype_str)
+    owned: list[np.ndarray] = []
+    inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]
+    out = np.empty((len(program.ops), rows, cols), dtype)
+    with np.errstate(all="ignore"):
+        for k, (kname, params, _, inp) in enumerate(program.ops):
+            x = inputs[inp] if not isinstance(inp, tuple) else np.full((rows, cols), inp[1], dtype)
+            kernel(kname, program.backend)(x, *params, out[k])
+    for a in owned:
+        _arena.give(a)
+    return out
+
+
+def slice_block(array: np.ndarray, rs: slice, cs: slice) -> np.ndarray:
+    """An input block of a NumPy-backed group (a view)."""
+    return array[:, rs, cs]

@@ -1,0 +1,242 @@
+"""Plan -> Dask graph.
+
+One task per block per stage (one per time block for cross-sectional stages), keys
+``(stage_name, 0, i, j)``; the final stage's blocks form the 3-D result array
+``(n_factors, T, N)``. Tasks take the blocks they read as arguments (neighbouring time blocks for
+the halo, the previous block's state for scans, every symbol block of a time block for
+cross-sections) and assemble them themselves, so there are no separate overlap or rechunk tasks.
+
+Input data: a NumPy-backed field is handed to tasks directly when the graph runs in this
+process (threads: zero-copy), and scattered once to the workers, block by block, when a
+distributed client is active (so it is neither pickled into the graph nor shipped twice).
+Dask-backed fields (Parquet sources, persisted panels) are read from their own blocks, whatever
+their chunking.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .execute import (
+    BarrierProgram,
+    InputLayout,
+    Instruction,
+    LocalProgram,
+    run_cross_section,
+    run_local,
+    run_recursive,
+    slice_block,
+)
+from .plan import LocalStage, Plan
+
+__all__ = ["build_graph", "Source"]
+
+_counter = itertools.count()
+
+
+def _offsets(chunks) -> list[int]:
+    out = [0]
+    for c in chunks:
+        out.append(out[-1] + c)
+    return out
+
+
+class Source:
+    """Where a materialised node's blocks are: a key name with a block grid, or a NumPy array."""
+
+    def __init__(self, name, index: int, tchunks, schunks, array=None, tuple_output=False, three_d=True):
+        self.name = name
+        self.index = index
+        self.toff = _offsets(tchunks)
+        self.soff = _offsets(schunks)
+        self.array = array  # NumPy-backed: tasks slice it themselves
+        self.tuple_output = tuple_output
+        self.three_d = three_d
+
+    def layout(self, r0: int, r1: int, c0: int, c1: int, args: list, arg_index: dict) -> InputLayout:
+        """Layout of rows [r0, r1) x cols [c0, c1); appends the needed block refs to ``args``."""
+        if self.array is not None:
+            key = ("array", id(self.array))
+            if key not in arg_index:
+                arg_index[key] = len(args)
+                args.append(self.array)
+            return InputLayout(self.index, (((arg_index[key], slice(r0, r1), slice(c0, c1)),),),
+                               r1 - r0, c1 - c0)
+        bands = []
+        bi = bisect.bisect_right(self.toff, r0) - 1
+        while bi < len(self.toff) - 1 and self.toff[bi] < r1:
+            br0, br1 = self.toff[bi], self.toff[bi + 1]
+            rs = slice(max(r0, br0) - br0, min(r1, br1) - br0)
+            band = []
+            bj = bisect.bisect_right(self.soff, c0) - 1
+            while bj < len(self.soff) - 1 and self.soff[bj] < c1:
+                bc0, bc1 = self.soff[bj], self.soff[bj + 1]
+                cs = slice(max(c0, bc0) - bc0, min(c1, bc1) - bc0)
+                key = (self.name, 0, bi, bj) if self.three_d else (self.name, bi, bj)
+                if key not in arg_index:
+                    arg_index[key] = len(args)
+                    args.append(key)
+                band.append((arg_index[key], rs, cs))
+                bj += 1
+            bands.append(tuple(band))
+            bi += 1
+        return InputLayout(self.index, tuple(bands), r1 - r0, c1 - c0, self.tuple_output)
+
+
+def _active_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except Exception:
+        return None
+
+
+def field_sources(panel, plan: Plan, layers: dict, deps: list, keep: list) -> dict[str, Source]:
+    """A Source for every field the plan reads."""
+    wanted = sorted({n.params[0] for n in plan.nodes if n.kind == "field"})
+    client = _active_client()
+    sources = {}
+    for name in wanted:
+        g, k = panel._locate(name)
+        if g.is_dask and g._cache is None:
+            arr = g.data
+            deps.append(arr)
+            sources[name] = Source(arr.name, k, arr.chunks[1], arr.chunks[2])
+            continue
+        data = g.materialize()
+        if client is None:
+            sources[name] = Source(None, k, plan.tchunks, plan.schunks, array=data)
+            continue
+        # distributed: scatter the plan's blocks once (hash=False: no 100 ms token of the data)
+        from .placement import scatter_blocks
+
+        key_name, futures = scatter_blocks(client, data, plan.tchunks, plan.schunks, token=f"{name}-{id(g)}")
+        layers[key_name] = futures
+        keep.append(futures)
+        sources[name] = Source(key_name, k, plan.tchunks, plan.schunks)
+    return sources
+
+
+def build_graph(plan: Plan, panel):
+    """Return ``(graph, name, chunks)`` of the plan's result: a 3-D array (factors, T, N)."""
+    layers: dict[str, dict] = {}
+    deps: list = []
+    keep: list = []
+    fsrc = field_sources(panel, plan, layers, deps, keep)
+    nodes = plan.nodes
+    T, N = plan.shape
+    toff, soff = _offsets(plan.tchunks), _offsets(plan.schunks)
+    nt, ns = plan.grid
+    dtype_str = plan.dtype.str
+    token = tokenize(plan.names, [n.text for n in nodes], plan.tchunks, plan.schunks, plan.dtype.str,
+                     sorted((k, s.name or id(s.array)) for k, s in fsrc.items()), next(_counter))
+
+    where: dict[int, Source] = {}
+    for n in nodes:
+        if n.kind == "field":
+            where[n.id] = fsrc[n.params[0]]
+
+    final_name = None
+    for si, stage in enumerate(plan.stages):
+        name = f"ff-{stage.kind.replace('_', '-')}{si}-{token}"
+        dsk: dict = {}
+        if stage.kind == "local":
+            program = _local_program(plan, stage)
+            for i in range(nt):
+                r0, r1 = toff[i], toff[i + 1]
+                skip = min(stage.halo, r0)
+                for j in range(ns):
+                    c0, c1 = soff[j], soff[j + 1]
+                    args: list = []
+                    index: dict = {}
+                    layouts = tuple(where[m].layout(r0 - skip, r1, c0, c1, args, index) for m in stage.inputs)
+                    dsk[(name, 0, i, j)] = (run_local, program, layouts, skip, r1 - r0, c1 - c0, dtype_str, *args)
+            outs = plan.names if stage.final else stage.targets
+            if stage.final:
+                final_name = name
+            else:
+                for pos, m in enumerate(stage.targets):
+                    where[m] = Source(name, pos, plan.tchunks, plan.schunks)
+        elif stage.kind == "recursive":
+            program = _barrier_program(plan, stage)
+            for j in range(ns):
+                c0, c1 = soff[j], soff[j + 1]
+                prev = None
+                for i in range(nt):
+                    r0, r1 = toff[i], toff[i + 1]
+                    args, index = [], {}
+                    layouts = tuple(where[m].layout(r0, r1, c0, c1, args, index) for m in stage.inputs)
+                    dsk[(name, 0, i, j)] = (run_recursive, program, layouts, r1 - r0, c1 - c0, dtype_str, prev, *args)
+                    prev = (name, 0, i, j)
+            for pos, m in enumerate(stage.nodes):
+                where[m] = Source(name, pos, plan.tchunks, plan.schunks, tuple_output=True)
+        else:  # cross_section
+            program = _barrier_program(plan, stage)
+            for i in range(nt):
+                r0, r1 = toff[i], toff[i + 1]
+                args, index = [], {}
+                layouts = tuple(where[m].layout(r0, r1, 0, N, args, index) for m in stage.inputs)
+                dsk[(name, 0, i, 0)] = (run_cross_section, program, layouts, r1 - r0, N, dtype_str, *args)
+            for pos, m in enumerate(stage.nodes):
+                where[m] = Source(name, pos, plan.tchunks, (N,))
+        layers[name] = dsk
+
+    dsk_all: dict = {}
+    for dsk in layers.values():
+        dsk_all.update(dsk)
+    graph = HighLevelGraph.from_collections(final_name, dsk_all, dependencies=deps)
+    chunks = ((len(plan.names),), plan.tchunks, plan.schunks)
+    return graph, final_name, chunks, keep
+
+
+def _local_program(plan: Plan, stage: LocalStage) -> LocalProgram:
+    nodes = plan.nodes
+    slot = {m: k for k, m in enumerate(stage.inputs)}
+    instructions = []
+    for m in stage.nodes:
+        n = nodes[m]
+        slot[m] = len(slot)
+    uses: dict[int, int] = {}
+    for idx, m in enumerate(stage.nodes):
+        n = nodes[m]
+        op = n.factor.operator
+        args = []
+        for a in n.args:
+            if nodes[a].kind == "const":
+                args.append(("const", nodes[a].params[0]))
+            else:
+                args.append(("slot", slot[a]))
+                uses[slot[a]] = idx
+        instructions.append(Instruction(op.kernel, op.kind, tuple(args), op.kernel_params(n.params), slot[m]))
+    if stage.final:
+        outputs = []
+        for r in plan.roots:
+            if nodes[r].kind == "const":
+                outputs.append(("const", nodes[r].params[0]))
+            else:
+                outputs.append(("slot", slot[r]))
+    else:
+        outputs = [("slot", slot[m]) for m in stage.targets]
+    out_slots = {v for what, v in outputs if what == "slot"}
+    n_slots = len(slot)
+    last_use = tuple(-1 if (s in out_slots or s < len(stage.inputs)) else uses.get(s, -1) for s in range(n_slots))
+    return LocalProgram(len(stage.inputs), tuple(instructions), tuple(outputs), n_slots, last_use, stage.halo,
+                        plan.backend)
+
+
+def _barrier_program(plan: Plan, stage) -> BarrierProgram:
+    nodes = plan.nodes
+    pos = {m: k for k, m in enumerate(stage.inputs)}
+    ops = []
+    for m in stage.nodes:
+        n = nodes[m]
+        op = n.factor.operator
+        (a,) = n.args
+        src = ("const", nodes[a].params[0]) if nodes[a].kind == "const" else pos[a]
+        ops.append((op.kernel, op.kernel_params(n.params), op.state, src))
+    return BarrierProgram(tuple(ops), plan.backend)

@@ -1,0 +1,1 @@
+"""CUDA kernels (GPU backend, issue 5)."""
