@@ -20,8 +20,9 @@ Method
   rank in [-1, 1], Polars' 1-based rank and null on missing input rows for ``ewm_mean``) the
   conversion is applied for the check only and the row says so. A mismatching peer is reported and
   left out of the verdict.
-* Slow peers: pandas ``rolling.corr`` runs on the first ``--corr-cols`` symbols and its time is
-  scaled up to the full panel (labelled); any case stops repeating once its timed calls exceed
+* Slow peers: pandas ``rolling.rank`` / ``rolling.corr`` and Polars ``rolling_rank`` run on the
+  first ``--slow-cols`` symbols and their time is scaled up to the full panel (labelled; their cost
+  is linear in the number of symbols); any case stops repeating once its timed calls exceed
   ``--budget`` seconds (after at least 2), the ``n`` column says how many ran.
 * Timing: one warm-up call (Numba compilation, page faults), then the median of ``--repeat``
   calls. ``cpu/wall`` is process CPU time over wall time: > 1 means the implementation used
@@ -41,7 +42,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import compare, environment, fmt_ms, fmt_rate, measure, table  # noqa: E402
+from common import compare, environment, fmt_ms, fmt_other, fmt_rate, measure, table, wait_quiet  # noqa: E402
 
 OPS = ("ts_mean", "ts_std", "ema", "ewma", "ts_rank", "ts_corr")
 FF_PRE = "factorflow (prealloc)"
@@ -75,6 +76,7 @@ class Runner:
             row["scale"] = self.N / cols
             row["note"] = (note + "; " if note else "") + f"run on {cols} of {self.N} symbols, time x{self.N / cols:.0f}"
         try:
+            wait_quiet(self.args.quiet_wait)
             first, t = measure(fn, self.args.repeat, self.args.budget)
             want = self.refs[op] if cols is None else self.refs[op][:, :cols]
             got = first if to_array is None else to_array(first)
@@ -127,11 +129,10 @@ def factorflow_cases(run: Runner, x, y, W):
         run.case(op, FF_FRESH, "(T,N)", fresh)
 
 
-def pandas_cases(run: Runner, x, y, W, corr_cols):
+def pandas_cases(run: Runner, x, y, W, k):
     import pandas as pd
 
     dx = pd.DataFrame(x)
-    k = min(corr_cols, x.shape[1])
     dxs, dys = pd.DataFrame(x[:, :k]), pd.DataFrame(y[:, :k])
     arr = lambda r: r.to_numpy()  # noqa: E731
     lay = "DataFrame"
@@ -139,7 +140,7 @@ def pandas_cases(run: Runner, x, y, W, corr_cols):
     run.case("ts_std", "pandas rolling.std", lay, lambda: dx.rolling(W).std(), arr)
     run.case("ema", "pandas ewm(adjust=False).mean", lay, lambda: dx.ewm(span=W, adjust=False).mean(), arr)
     run.case("ewma", "pandas ewm(adjust=True).mean", lay, lambda: dx.ewm(span=W, adjust=True).mean(), arr)
-    run.case("ts_rank", "pandas rolling.rank(pct=True)", lay, lambda: dx.rolling(W).rank(pct=True), arr)
+    run.case("ts_rank", "pandas rolling.rank(pct=True)", lay, lambda: dxs.rolling(W).rank(pct=True), arr, cols=k)
     run.case("ts_corr", "pandas rolling.corr", lay, lambda: dxs.rolling(W).corr(dys), arr, cols=k)
 
 
@@ -168,7 +169,7 @@ def numbagg_cases(run: Runner, x, y, xt, yt, W):
         run.case("ts_corr", "numbagg move_corr", lay, lambda: nb.move_corr(a, b, window=W, axis=axis), tr)
 
 
-def polars_cases(run: Runner, x, y, W):
+def polars_cases(run: Runner, x, y, W, k):
     import polars as pl
 
     T, N = x.shape
@@ -197,12 +198,13 @@ def polars_cases(run: Runner, x, y, W):
     run.case("ewma", "polars ewm_mean(adjust=True)", lay,
              lambda: wx.select(pl.all().ewm_mean(span=W, adjust=True)), lambda r: fill_missing_rows("ewma")(wide(r)),
              note=ema_note)
-    run.case("ts_rank", "polars rolling_rank", lay, lambda: wx.select(pl.all().rolling_rank(W)),
-             lambda r: wide(r) / W, note=rank_note)
+    wxs = wx.select(xcols[:k])
+    run.case("ts_rank", "polars rolling_rank", lay, lambda: wxs.select(pl.all().rolling_rank(W)),
+             lambda r: wide(r) / W, cols=k, note=rank_note)
     wxy = pl.concat([wx, pl.from_numpy(y, schema=ycols, orient="row").fill_nan(None)], how="horizontal")
     corr_exprs = [pl.rolling_corr(a, b, window_size=W).alias(a) for a, b in zip(xcols, ycols)]
     run.case("ts_corr", "polars rolling_corr", lay, lambda: wxy.select(corr_exprs), wide)
-    del wx, wxy
+    del wx, wxs, wxy
 
     # long: one row per (symbol, time), sorted by symbol then time
     lf = pl.DataFrame({
@@ -219,15 +221,16 @@ def polars_cases(run: Runner, x, y, W):
              lambda r: fill_missing_rows("ema")(long(r)), note=ema_note)
     run.case("ewma", "polars ewm_mean(adjust=True)", lay, lambda: over(pl.col("x").ewm_mean(span=W, adjust=True)),
              lambda r: fill_missing_rows("ewma")(long(r)), note=ema_note)
-    run.case("ts_rank", "polars rolling_rank", lay, lambda: over(pl.col("x").rolling_rank(W)),
-             lambda r: long(r) / W, note=rank_note)
+    lfs = lf.filter(pl.col("symbol") < k)
+    run.case("ts_rank", "polars rolling_rank", lay, lambda: lfs.select(pl.col("x").rolling_rank(W).over("symbol")),
+             lambda r: r.to_series(0).to_numpy().reshape(k, T).T / W, cols=k, note=rank_note)
     run.case("ts_corr", "polars rolling_corr", lay, lambda: over(pl.rolling_corr("x", "y", window_size=W)), long)
 
 
 # ------------------------------------------------------------------------------------------------
 def report(run: Runner, copy_s: float, cells: int) -> str:
     lines = []
-    head = ["operator", "implementation", "layout", "n", "median ms", "Mcells/s", "cpu/wall", "time/ff",
+    head = ["operator", "implementation", "layout", "n", "median ms", "Mcells/s", "cpu/wall", "other", "time/ff",
             "copy/time", "check"]
     body = []
     verdicts = []
@@ -240,14 +243,14 @@ def report(run: Runner, copy_s: float, cells: int) -> str:
         for r in rows:
             t = r["timing"]
             if t is None:
-                body.append([op, r["impl"], r["layout"], "", "-", "-", "-", "-", "-", r["check"]])
+                body.append([op, r["impl"], r["layout"], "", "-", "-", "-", "-", "-", "-", r["check"]])
                 continue
             s = t.median_s * r["scale"]
             check = "ok" if r["ok"] else "MISMATCH: " + r["check"]
             if r["note"]:
                 check += f" ({r['note']})"
             body.append([
-                op, r["impl"], r["layout"], t.n, fmt_ms(s), fmt_rate(cells, s), f"{t.cpu_ratio:.1f}",
+                op, r["impl"], r["layout"], t.n, fmt_ms(s), fmt_rate(cells, s), f"{t.cpu_ratio:.1f}", fmt_other(t),
                 f"{s / ff_s:.2f}" if ff_s else "-",
                 f"{copy_s / s:.0%}" if op in ("ts_mean", "ema") else "",
                 check,
@@ -263,11 +266,17 @@ def report(run: Runner, copy_s: float, cells: int) -> str:
             bs = best["timing"].median_s * best["scale"]
             how = f"{bs / ff_s:.2f}x faster" if bs >= ff_s else f"{ff_s / bs:.2f}x slower"
             v = (f"{op}: factorflow {fmt_ms(ff_s)} ms is {how} than the fastest peer, {best['impl']} "
-                 f"[{best['layout']}] {fmt_ms(bs)} ms (cpu/wall {best['timing'].cpu_ratio:.1f})")
+                 f"[{best['layout']}] {fmt_ms(bs)} ms")
+            cpu = best["timing"].cpu_ratio
+            if cpu > 1.2:  # the peer used several threads: compare CPU time too
+                ff_cpu = ff_s * ff["timing"].cpu_ratio
+                r = bs * cpu / ff_cpu
+                v += (f" using {cpu:.1f} cores; per CPU-second factorflow is "
+                      + (f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"))
             if bad:
                 v += f"; excluded (mismatch/failed): {', '.join(r['impl'] + ' [' + r['layout'] + ']' for r in bad)}"
             verdicts.append(v)
-    lines.append(table(head, body, right={3, 4, 5, 6, 7, 8}))
+    lines.append(table(head, body, right={3, 4, 5, 6, 7, 8, 9}))
     for r in run.rows:
         if r["op"] == "*":
             lines.append(f"{r['impl']}: {r['check']}")
@@ -283,9 +292,12 @@ def main(argv=None):
     ap.add_argument("--symbols", type=int, default=5000)
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per case (median reported)")
-    ap.add_argument("--budget", type=float, default=8.0, help="seconds of timed calls after which a case stops repeating")
-    ap.add_argument("--corr-cols", type=int, default=500, help="symbols pandas rolling.corr runs on (time scaled up)")
+    ap.add_argument("--budget", type=float, default=5.0, help="seconds of timed calls after which a case stops repeating")
+    ap.add_argument("--slow-cols", type=int, default=1000,
+                    help="symbols the slow peers (pandas rolling.rank/corr, polars rolling_rank) run on; time scaled up")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet-wait", type=float, default=15.0,
+                    help="before each case, wait up to this many seconds for other jobs to leave the cores (0: off)")
     ap.add_argument("--peers", default="pandas,bottleneck,numbagg,polars", help="comma-separated peers to run")
     args = ap.parse_args(argv)
 
@@ -298,6 +310,7 @@ def main(argv=None):
     run = Runner(args, {}, N)
 
     out = np.empty_like(x)
+    wait_quiet(args.quiet_wait)
     _, copy_t = measure(lambda: np.copyto(out, x), args.repeat)
     del out
     print(f"roofline: np.copyto(out, x) into a reused output: {fmt_ms(copy_t.median_s)} ms = "
@@ -316,13 +329,13 @@ def main(argv=None):
             continue
         try:
             if name == "pandas":
-                pandas_cases(run, x, y, W, args.corr_cols)
+                pandas_cases(run, x, y, W, min(args.slow_cols, N))
             elif name == "bottleneck":
                 bottleneck_cases(run, x, xt, W)
             elif name == "numbagg":
                 numbagg_cases(run, x, y, xt, yt, W)
             elif name == "polars":
-                polars_cases(run, x, y, W)
+                polars_cases(run, x, y, W, min(args.slow_cols, N))
             else:
                 run.missing(name, "unknown peer")
         except Exception as e:  # e.g. an API missing in this version while building the cases

@@ -2,9 +2,18 @@
 
 Timing method (``measure``): one warm-up call (Numba compilation or cache load, page faults of
 reused buffers, Dask worker start-up), then ``repeat`` timed calls; the median wall time is
-reported, with the process CPU time of the same calls divided by their wall time (``cpu/wall``:
-~1 for single-threaded code, up to the core count for code using several threads of this
-process; CPU time spent in other processes, e.g. Dask worker processes, is not counted).
+reported with two load figures over the same calls:
+
+* ``cpu/wall``: CPU seconds of this process *and its child processes* (Dask worker processes of a
+  ``LocalCluster``) per wall second: ~1 for single-threaded code, up to the core count when
+  several threads or processes work;
+* ``other``: CPU seconds per wall second that the rest of the machine used meanwhile (system-wide
+  busy time, hypervisor steal included, minus ours). The benchmark machine is shared: above ~0.2
+  another job competed for the cores and that row's time is pessimistic; rerun it. The scripts
+  call ``wait_quiet`` before each case to start when the cores are free (bounded wait).
+
+Both come from psutil (``/proc/stat`` resolution is 10 ms, so they are rough for short calls);
+without psutil ``cpu/wall`` counts this process only and ``other`` is not available.
 """
 from __future__ import annotations
 
@@ -18,38 +27,97 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "measure", "compare", "table", "environment", "fmt_ms", "fmt_rate"]
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil comes with distributed
+    psutil = None
+
+__all__ = ["Timing", "measure", "compare", "table", "environment", "fmt_ms", "fmt_rate", "fmt_other", "wait_quiet"]
 
 
 @dataclass
 class Timing:
-    """Median wall seconds of ``n`` timed calls, and CPU seconds per wall second."""
+    """Median wall seconds of ``n`` timed calls; our CPU and other jobs' CPU per wall second."""
 
     median_s: float
     n: int
     cpu_ratio: float
+    other_load: float | None
     all_s: tuple
 
+    @property
+    def min_s(self) -> float:
+        return min(self.all_s)
 
-def measure(fn, repeat: int = 5, budget_s: float | None = None):
+
+def _cpu_snapshot():
+    """(CPU seconds of this process tree, system-wide busy CPU seconds or None)."""
+    if psutil is None:
+        return time.process_time(), None
+    me = psutil.Process()
+    ours = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            ours += t.user + t.system
+        except psutil.Error:  # a child exited meanwhile
+            pass
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+    return ours, busy
+
+
+def measure(fn, repeat: int = 5, budget_s: float | None = None, keep_first: bool = True):
     """Call ``fn`` once to warm up, then ``repeat`` timed times; returns ``(first_result, Timing)``.
 
     ``budget_s``: stop repeating (after at least 2 timed calls) once the timed calls have taken
     this long, so slow peers do not dominate the run; the Timing's ``n`` says how many ran.
+    ``keep_first=False`` drops the warm-up result before timing (returns None for it), to keep
+    memory down when it is not needed.
     """
     first = fn()
-    walls, cpus = [], []
+    if not keep_first:
+        first = None
+    walls, ours, others = [], 0.0, 0.0
     for _ in range(max(1, repeat)):
         gc.collect()
-        c0, w0 = time.process_time(), time.perf_counter()
+        o0, b0 = _cpu_snapshot()
+        w0 = time.perf_counter()
         r = fn()
-        w1, c1 = time.perf_counter(), time.process_time()
+        w1 = time.perf_counter()
+        o1, b1 = _cpu_snapshot()
         del r
         walls.append(w1 - w0)
-        cpus.append(c1 - c0)
+        ours += o1 - o0
+        if b0 is not None:
+            others += max(0.0, (b1 - b0) - (o1 - o0))
         if budget_s is not None and len(walls) >= 2 and sum(walls) > budget_s:
             break
-    return first, Timing(statistics.median(walls), len(walls), sum(cpus) / max(sum(walls), 1e-12), tuple(walls))
+    total = max(sum(walls), 1e-12)
+    other = others / total if psutil is not None else None
+    return first, Timing(statistics.median(walls), len(walls), ours / total, other, tuple(walls))
+
+
+def wait_quiet(max_wait_s: float, threshold: float = 0.3, sample_s: float = 0.3) -> float:
+    """Wait (at most ``max_wait_s``) until other jobs use less than ``threshold`` cores; returns
+    the seconds waited. The machine is shared: this keeps a benchmark from starting its timed
+    calls while someone else's test run holds a core (the ``other`` column still reports it)."""
+    if psutil is None or max_wait_s <= 0:
+        return 0.0
+    t0 = time.perf_counter()
+    while True:
+        o0, b0 = _cpu_snapshot()
+        time.sleep(sample_s)
+        o1, b1 = _cpu_snapshot()
+        waited = time.perf_counter() - t0
+        if ((b1 - b0) - (o1 - o0)) / sample_s < threshold or waited >= max_wait_s:
+            if waited > 2 * sample_s + 0.5:
+                print(f"  (waited {waited:.0f} s for other jobs to leave the cores)", file=sys.stderr, flush=True)
+            return waited
+
+
+def fmt_other(t: Timing) -> str:
+    return "?" if t.other_load is None else f"{t.other_load:.1f}"
 
 
 def compare(got, want, rtol: float = 1e-6, atol: float = 1e-8) -> tuple[bool, str]:

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import importlib
 
+if __name__ != "factorflow.kernels":  # pragma: no cover - guard, see below
+    # Numba's on-disk cache records the module name of each kernel; importing these files as a
+    # top-level ``kernels`` package (repo root on sys.path) writes cache entries that fail to
+    # load under the installed name, and vice versa. Refuse the second name outright.
+    raise ImportError(f"import the kernels as 'factorflow.kernels', not {__name__!r} "
+                      "(pip install -e . maps the repository's kernels/ folder there)")
+
 __all__ = ["resolve"]
 
 _BACKEND_PACKAGES = {"cpu": "factorflow.kernels.cpu", "gpu": "factorflow.kernels.cuda"}

@@ -150,6 +150,12 @@ def test_composite_factors_are_chunk_invariant(chunks):
             np.testing.assert_allclose(got[:, 5::9], ref[:, 5::9], rtol=0, atol=1e-6, equal_nan=True)
             keep = np.arange(N) % 9 != 5
             got, ref = got[:, keep], ref[:, keep]
+        if name == "nested":
+            # integer data (pattern 7): decay_linear of different windows can be equal in exact
+            # arithmetic and differ by 1 ulp in float64 (the reference rounds exactly), which
+            # flips ts_rank's tie handling; ranks of tie-free data are checked in full
+            keep = np.arange(N) % 9 != 7
+            got, ref = got[:, keep], ref[:, keep]
         assert_close(got, ref, rtol=1e-9, what=f"{name} {chunks}")
 
 

@@ -1,31 +1,52 @@
-"""Time-series window kernels (the ``rolling`` family): ``ts_*``, ``decay_linear``, ``delay``, ``delta``.
+"""Time-series window kernels (the ``rolling`` family): ``ts_*``, ``decay_linear``, ``delay``,
+``delta``.
 
-Every kernel takes a C-contiguous ``(time, symbol)`` block ``x`` (float32 or float64) and writes an
-``out`` of the same shape and dtype; ``out`` must not overlap ``x`` (``delay`` and ``delta`` excepted,
-they also work in place). The window at row ``t`` is rows ``max(0, t - window + 1) .. t`` of the
-block; semantics (NaN skipping, ``min_periods``, ±inf, ddof, ties) follow ``docs/semantics.md``.
+Every kernel takes C-contiguous ``(time, symbol)`` blocks (float32 or float64) and writes an
+``out`` of the same shape and dtype, returning None; ``out`` must not overlap the inputs
+(``delay`` and ``delta`` excepted: they also work in place). The window at row ``t`` is rows
+``max(0, t - window + 1) .. t`` of the block. NaN skipping, ``min_periods`` (counted on valid
+values, ±inf included), ±inf, ddof and ties follow ``docs/semantics.md``.
 
-Three kinds of algorithms, all looping time outside and symbols inside so the inner loop streams
-contiguous rows and vectorises across symbols:
+All kernels loop time outside and symbols inside, so the inner loop streams contiguous rows and
+LLVM vectorises it across symbols. Three kinds of algorithm:
 
-* O(1) running windows (``ts_sum``, ``ts_mean``, ``ts_var``, ``ts_std``, ``ts_cov``, ``ts_corr``):
-  per-symbol running sums, updated with the row entering and the row leaving the window. ±inf
-  are counted, never added, so a sum is finite again once the inf has left. Sums use a two-sum
-  compensation; moments are kept about a per-symbol anchor ``K`` that is moved to the window mean
-  on every row (an exact re-centring of the sums, which keeps them those of a centred window
-  however far the data drift) and an error budget per symbol bounds the rounding accumulated
-  since the sums were last computed from scratch. When that bound could reach ``_TOL`` of the
-  result (after ~10^4 rows, or when a window turns constant or its variance collapses), the
-  symbol's window is recomputed exactly by a two-pass walk, which also makes the variance of a
-  constant window exactly 0. Results stay within ~1e-11 relative of an exact two-pass
-  computation, 1e6 + 1e-3 noise included.
-* van Herk / Gil-Werman blocks (``ts_min``, ``ts_max``, ``ts_argmin``, ``ts_argmax``): prefix
-  extremes of the current block of ``window`` rows and suffix extremes of the previous block give
-  every window's extreme in O(1) per cell whatever the window; small windows use a direct scan.
-* exact O(window) per cell, vectorised across symbols on column tiles (``ts_rank``, ``ts_prod``,
-  ``ts_skew``, ``ts_kurt``, ``decay_linear``); ``ts_median`` keeps a sorted buffer per symbol.
+* O(1) running windows, updated with the row entering and the row leaving the window:
 
-float32 input is accumulated in float64 and rounded once on the store.
+  - ``ts_sum``, ``ts_mean``: running sum of the finite values with a two-sum compensation, so a
+    large value leaving the window leaves no residue (error: a few ulps of the result plus eps^2
+    times what has passed through). ±inf are counted, never added: a sum is finite again once
+    the inf has left (the rare windows holding one, and overflowed sums, are resolved by a walk
+    of the window). A run of equal values as long as the window's valid count (tracked as pandas
+    does) gives exactly that value as the mean and the sum rounded once.
+  - ``ts_var``, ``ts_std``, ``ts_cov``, ``ts_corr``: sums of ``v - K`` and its squares / products,
+    with the anchor ``K`` moved to the window mean on every row (the sums are shifted by the exact
+    difference of the anchors; s2 is at its minimum over ``K`` there, so the shift's rounding
+    barely moves it), which keeps them the sums of a centred window however far the data drift
+    (1e6 + 1e-3 noise, random walks). A per-symbol budget bounds the rounding accumulated since
+    the sums were last computed from scratch; when ``eps * budget`` could reach ``_TOL`` of the
+    centred sum of squares (after ~5 * 10^4 rows of steady data, or when a window's variance
+    collapses, e.g. turns constant), that symbol's window is recomputed by an exact two-pass walk
+    about its mean. Results stay within ~1e-10 relative of an exact two-pass computation, the
+    variance of a constant window is exactly 0 and never negative, and a constant side makes
+    ``ts_cov`` exactly 0 and ``ts_corr`` NaN. Windows up to ``_DIRECT_MAX`` are computed directly.
+
+* van Herk / Gil-Werman blocks (``ts_min``, ``ts_max``, ``ts_argmin``, ``ts_argmax``): the
+  window ending in a block of ``window`` rows is a suffix of the previous block plus a prefix of
+  the current one, so prefix extremes (running) and suffix extremes (one backward pass per block)
+  give every window's extreme in O(1) per cell whatever the window. Short argmin/argmax windows
+  scan directly.
+
+* exact O(window) per cell, vectorised across symbols on column tiles whose accumulators stay
+  in L1 (``ts_rank``, ``ts_prod``, ``ts_skew``, ``ts_kurt``, ``decay_linear``, short var/std/cov/
+  corr windows). Moments and ``decay_linear`` there are sums about the window's newest finite
+  value (so a constant window gives exactly 0, or exactly the constant). ``ts_median`` keeps a
+  sorted buffer per symbol.
+
+float32 input is accumulated in float64 and rounded once on the store. ``min_periods`` 0 is
+accepted too (an empty window sums to 0, multiplies to 1, and is NaN otherwise).
+
+LLVM constraints shape the loops: no early exit, branch-free selects, and integer reductions only
+inside a vectorised loop (a float reduction needs reassociation, which it may not do here).
 """
 from __future__ import annotations
 
@@ -42,15 +63,20 @@ __all__ = [
 # Running-moment accuracy target: a symbol's window is recomputed from scratch once the rounding
 # bound ``eps * budget`` of its running sums could exceed ``_TOL`` times the centred sum of
 # squares. The bound counts ~8 roundings of the largest partial sum per row.
-_TOL = 1e-11
+_TOL = 1e-10
 _BUDGET = 8.0 * 2.220446049250313e-16 / _TOL
+
+# var/std/cov/corr windows up to this length are computed directly (O(window) per cell): with few
+# values the centred sum of squares is often tiny next to its recent history, and the running
+# sums would be recomputed on most rows.
+_DIRECT_MAX = 6
 
 # Columns per tile for the O(window) kernels: their accumulators stay in L1 across the window.
 _TILE = 512
 
-# Windows up to this length take a direct scan for min/max/argmin/argmax (faster than the van
-# Herk blocks' two extra passes over memory for short windows).
-_SCAN_MAX = 6
+# argmin/argmax windows up to this length take a direct scan (faster than the van Herk blocks,
+# which carry a row index next to each value, for short windows; measured crossover ~8).
+_SCAN_MAX = 7
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +112,13 @@ def _valid(v):
 
 
 @kernel(inline="always")
+def _count_valid(cnt, xt, xo):
+    """Running count of the valid values: add the entering row, drop the leaving one."""
+    for j in range(cnt.shape[0]):
+        cnt[j] += _valid(xt[j]) - _valid(xo[j])
+
+
+@kernel(inline="always")
 def _fin_inf(v, base):
     """Count code of one value: 1 for a finite value, 1 + base for ±inf, 0 for NaN."""
     return (1.0 if v - v == 0.0 else 1.0 + base) if v == v else 0.0
@@ -96,26 +129,24 @@ def _fin_inf(v, base):
 
 
 @kernel(inline="always")
-def _sum_result(tot, cnt, code, base, inv_base, mp, mean):
-    # code = (+inf count) + base * (-inf count)
-    nneg = np.floor(code * inv_base)
-    npos = code - nneg * base
-    nfin = cnt - npos - nneg
+def _sum_result(tot, nfin, ninf, prev, run, mp, mean):
+    """sum / mean of a window without ±inf (those are resolved by ``_sum_fix``)."""
+    cnt = nfin + ninf
     r = tot / nfin if mean else tot
-    r = r if nfin > 0.0 else 0.0
-    r = np.inf if npos > 0.0 else r
-    r = -np.inf if nneg > 0.0 else r
-    r = np.nan if (npos > 0.0) & (nneg > 0.0) else r
+    # all valid values of the window equal (the last `run` valid values are): exactly that
+    # value, and the sum rounded once
+    r = (prev if mean else prev * cnt) if (run >= cnt) & (cnt > 0.0) else r
     return r if cnt >= mp else np.nan
 
 
-@kernel
+@kernel(inline="always")
 def _sum_mean(x, window, min_periods, out, mean):
     T, N = x.shape
     s = np.zeros(N)      # running sum of the window's finite values ...
     comp = np.zeros(N)   # ... and its compensation (the rounding errors of the two-sums)
-    cnt = np.zeros(N)    # valid (non-NaN) values, ±inf included
-    ninf = np.zeros(N)   # (+inf count) + base * (-inf count)
+    code = np.zeros(N)   # finite count + base * inf count
+    prev = np.full(N, np.nan)   # last valid value and the number of valid values in a row
+    run = np.zeros(N)           # equal to it (NaN rows skipped), as pandas does
     base = _count_base(window)
     inv_base = 1.0 / base
     nanrow = _nan_row(x)
@@ -124,7 +155,8 @@ def _sum_mean(x, window, min_periods, out, mean):
         xt = x[t]
         xo = _leaving(x, nanrow, t, window)
         o = out[t]
-        nbad = 0
+        lo = N      # first and last symbol to fix (see _var_std)
+        hi = -1
         for j in range(N):
             v = np.float64(xt[j])
             w = np.float64(xo[j])
@@ -142,35 +174,68 @@ def _sum_mean(x, window, min_periods, out, mean):
             s2 = s1 + b
             z = s2 - s1
             e += (s1 - (s2 - z)) + (b - z)
-            c = cnt[j] + _valid(v) - _valid(w)
-            q = ninf[j]
-            q += ((1.0 if v > 0.0 else base) if v == v else 0.0) if not vf else 0.0
-            q -= ((1.0 if w > 0.0 else base) if w == w else 0.0) if not wf else 0.0
             cm = comp[j] + e
+            c = (code[j] + (1.0 if vf else (base if v == v else 0.0))
+                 - (1.0 if wf else (base if w == w else 0.0)))
+            code[j] = c
+            ninf = np.floor(c * inv_base)
+            nf = c - ninf * base
             # no finite value left: restart the sums exactly at 0
-            nneg = np.floor(q * inv_base)
-            empty = c - nneg - (q - nneg * base) == 0.0
+            empty = nf == 0.0
             s2 = 0.0 if empty else s2
             cm = 0.0 if empty else cm
             s[j] = s2
             comp[j] = cm
-            cnt[j] = c
-            ninf[j] = q
+            p = prev[j]
+            rn = (run[j] + 1.0 if v == p else 1.0) if v == v else run[j]
+            p = v if v == v else p
+            prev[j] = p
+            run[j] = rn
             tot = s2 + cm
-            o[j] = _sum_result(tot, c, q, base, inv_base, mp, mean)
-            # a finite sum overflowed (values near the float64 limit): the two-sum is then NaN
-            nbad += 0 if tot - tot == 0.0 else 1
-        if nbad > 0:
-            t0 = max(0, t - window + 1)
-            for j in range(N):
-                if s[j] + comp[j] - (s[j] + comp[j]) != 0.0:
-                    acc = 0.0
-                    for k in range(t0, t + 1):
-                        v = np.float64(x[k, j])
-                        acc += v if v - v == 0.0 else 0.0
-                    s[j] = acc
-                    comp[j] = 0.0
-                    o[j] = _sum_result(acc, cnt[j], ninf[j], base, inv_base, mp, mean)
+            o[j] = _sum_result(tot, nf, ninf, p, rn, mp, mean)
+            # out of line: windows holding ±inf (their sign mix decides), and finite sums that
+            # overflowed (values near the float64 limit make the two-sum NaN)
+            bad = (ninf > 0.0) | (tot - tot != 0.0)
+            lo = min(lo, j if bad else N)
+            hi = max(hi, j if bad else -1)
+        # the rare cases, walking the window (a call that takes the state arrays would slow the
+        # loop above): windows holding ±inf (+inf, -inf, or NaN for both), and a from-scratch
+        # compensated sum after an overflow
+        for j in range(lo, hi + 1):
+            c = code[j]
+            ninf = np.floor(c * inv_base)
+            nf = c - ninf * base
+            acc, cm, pos, neg = _sum_window(x, t, window, j)
+            tot = s[j] + comp[j]
+            if tot - tot != 0.0:
+                s[j] = acc
+                comp[j] = cm
+                tot = acc + cm
+            r = _sum_result(tot, nf, ninf, prev[j], run[j], mp, mean)
+            if ninf > 0.0 and nf + ninf >= mp:
+                r = np.nan if pos and neg else (np.inf if pos else -np.inf)
+            o[j] = r
+
+
+@kernel
+def _sum_window(x, t, window, j):
+    """Walk symbol ``j``'s window: its compensated finite sum ``(sum, compensation)`` and
+    whether it holds +inf and -inf."""
+    acc = 0.0
+    cm = 0.0
+    pos = False
+    neg = False
+    for k in range(max(0, t - window + 1), t + 1):
+        v = np.float64(x[k, j])
+        pos = pos or v == np.inf
+        neg = neg or v == -np.inf
+        a = v if v - v == 0.0 else 0.0
+        s1 = acc + a
+        z = s1 - acc
+        cm += (acc - (s1 - z)) + (a - z)
+        acc = s1
+    cm = cm if cm - cm == 0.0 else 0.0   # the sum itself overflowed: no compensation
+    return acc, cm, pos, neg
 
 
 @kernel
@@ -190,8 +255,9 @@ def ts_mean(x, window, min_periods, out):
 
 
 @kernel
-def _var_recompute(x, t, window, j, anchor, s1, s2, budget):
-    """Exact sums of symbol ``j``'s window about its mean, walking the column.
+def _var_window(x, t, window, j):
+    """Exact sums of symbol ``j``'s window about its mean, walking the column: returns
+    ``(mean, sum d, sum d^2)`` with ``d = v - mean`` over the finite values.
 
     The mean is ``K0 + sum(v - K0) / n`` with ``K0`` the newest finite value, so a constant
     window has mean exactly ``K0`` and sums exactly 0."""
@@ -205,10 +271,7 @@ def _var_recompute(x, t, window, j, anchor, s1, s2, budget):
                 k0 = v
             n += 1.0
     if n == 0.0:
-        s1[j] = 0.0
-        s2[j] = 0.0
-        budget[j] = 0.0
-        return
+        return 0.0, 0.0, 0.0
     acc = 0.0
     for k in range(t0, t + 1):
         v = np.float64(x[k, j])
@@ -223,15 +286,11 @@ def _var_recompute(x, t, window, j, anchor, s1, s2, budget):
             d = v - m
             a += d
             b += d * d
-    anchor[j] = m
-    s1[j] = a
-    s2[j] = b
-    budget[j] = b
+    return m, a, b
 
 
 @kernel(inline="always")
-def _var_result(s1, s2, n, nfin, ninf, mp, take_sqrt):
-    ssd = s2 - s1 * s1 / nfin
+def _var_result(ssd, n, nfin, ninf, mp, take_sqrt):
     ssd = ssd if ssd > 0.0 else 0.0       # never negative
     var = ssd / (nfin - 1.0)
     r = np.sqrt(var) if take_sqrt else var
@@ -239,13 +298,13 @@ def _var_result(s1, s2, n, nfin, ninf, mp, take_sqrt):
     return r if ok else np.nan
 
 
-@kernel
+@kernel(inline="always")
 def _var_std(x, window, min_periods, out, take_sqrt):
     T, N = x.shape
-    anchor = np.zeros(N)  # K: the sums are of (v - K) over the window's finite values
+    anchor = np.zeros(N)  # K: the sums are of v - K over the window's finite values
     s1 = np.zeros(N)
     s2 = np.zeros(N)
-    budget = np.zeros(N)  # sum of the partial s2 since the last exact recompute
+    budget = np.zeros(N)  # sum of the partial s2 since the sums were last computed from scratch
     code = np.zeros(N)    # valid count + base * inf count
     base = _count_base(window)
     inv_base = 1.0 / base
@@ -255,7 +314,11 @@ def _var_std(x, window, min_periods, out, take_sqrt):
         xt = x[t]
         xo = _leaving(x, nanrow, t, window)
         o = out[t]
-        nbad = 0
+        # First and last symbol to recompute: integer min/max reductions vectorise (a float one
+        # would not: no reassociation), and the scan after the loop stays short (scanning all
+        # symbols on every row with a recompute halved the kernel's speed).
+        lo = N
+        hi = -1
         for j in range(N):
             v = np.float64(xt[j])
             w = np.float64(xo[j])
@@ -270,10 +333,12 @@ def _var_std(x, window, min_periods, out, take_sqrt):
             n = c - ninf * base
             nfin = n - ninf
             e = budget[j] + b
+            inv = 1.0 / nfin      # one division per cell (inf when empty, then masked)
             # Re-centre on the window mean: K' = K + s1/n, with the sums shifted by the exact
             # difference K' - K. s2 is at its minimum over K there, so the shift's own rounding
             # barely moves it, and the sums stay those of a centred window however the data drift.
-            kn = k + (a / nfin if nfin > 0.0 else 0.0)
+            kn = k + (a * inv if nfin > 0.0 else 0.0)
+            kn = kn if kn - kn == 0.0 else 0.0     # after an overflow
             da = kn - k
             b = b - da * (2.0 * a - nfin * da)
             a = a - nfin * da
@@ -285,35 +350,46 @@ def _var_std(x, window, min_periods, out, take_sqrt):
             s1[j] = a
             s2[j] = b
             budget[j] = e
-            o[j] = _var_result(a, b, n, nfin, ninf, mp, take_sqrt)
-            ssd = b - a * a / nfin
+            ssd = b - a * a * inv
+            o[j] = _var_result(ssd, n, nfin, ninf, mp, take_sqrt)
             need = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
             # recompute when the rounding bound may reach _TOL of the result (this includes a
             # window that turned constant: ssd ~ 0 with a non-zero budget) or on overflow
-            nbad += 1 if need & ((e * _BUDGET > ssd) | (ssd - ssd != 0.0)) else 0
-        if nbad > 0:
-            for j in range(N):
-                c = code[j]
-                ninf = np.floor(c * inv_base)
-                n = c - ninf * base
-                nfin = n - ninf
-                ssd = s2[j] - s1[j] * s1[j] / nfin
-                need = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
-                if need and (budget[j] * _BUDGET > ssd or ssd - ssd != 0.0):
-                    _var_recompute(x, t, window, j, anchor, s1, s2, budget)
-                    o[j] = _var_result(s1[j], s2[j], n, nfin, ninf, mp, take_sqrt)
+            bad = need & ((e * _BUDGET > ssd) | (ssd - ssd != 0.0))
+            lo = min(lo, j if bad else N)
+            hi = max(hi, j if bad else -1)
+        for j in range(lo, hi + 1):
+            c = code[j]
+            ninf = np.floor(c * inv_base)
+            n = c - ninf * base
+            nfin = n - ninf
+            ssd = s2[j] - s1[j] * s1[j] / nfin
+            if ((n >= mp) and (nfin >= 2.0) and (ninf == 0.0)
+                    and (budget[j] * _BUDGET > ssd or ssd - ssd != 0.0)):
+                m, a, b = _var_window(x, t, window, j)
+                anchor[j] = m
+                s1[j] = a
+                s2[j] = b
+                budget[j] = b
+                o[j] = _var_result(b - a * a / nfin, n, nfin, ninf, mp, take_sqrt)
 
 
 @kernel
 def ts_var(x, window, min_periods, out):
     """Variance (ddof=1) of the valid values; NaN with fewer than 2, exactly 0 when all equal."""
-    _var_std(x, window, min_periods, out, False)
+    if window <= _DIRECT_MAX:
+        _moments(x, window, min_periods, out, 0)
+    else:
+        _var_std(x, window, min_periods, out, False)
 
 
 @kernel
 def ts_std(x, window, min_periods, out):
     """Standard deviation (ddof=1) of the valid values; see :func:`ts_var`."""
-    _var_std(x, window, min_periods, out, True)
+    if window <= _DIRECT_MAX:
+        _moments(x, window, min_periods, out, 1)
+    else:
+        _var_std(x, window, min_periods, out, True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,10 +397,9 @@ def ts_std(x, window, min_periods, out):
 
 
 @kernel
-def _cov_recompute(x, y, t, window, j, st):
-    """Exact sums of symbol ``j``'s complete pairs about their means (see ``_var_recompute``).
-
-    ``st`` rows: kx, ky, sx, sy, sxx, syy, sxy, bx, by."""
+def _cov_window(x, y, t, window, j):
+    """Exact sums of symbol ``j``'s complete pairs about their means, walking the columns:
+    returns ``(mx, my, sx, sy, sxx, syy, sxy)`` (see ``_var_window``)."""
     t0 = max(0, t - window + 1)
     kx = 0.0
     ky = 0.0
@@ -337,10 +412,8 @@ def _cov_recompute(x, y, t, window, j, st):
                 kx = u
                 ky = v
             n += 1.0
-    for i in range(2, 9):
-        st[i, j] = 0.0
     if n == 0.0:
-        return
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     ax = 0.0
     ay = 0.0
     for k in range(t0, t + 1):
@@ -367,25 +440,15 @@ def _cov_recompute(x, y, t, window, j, st):
             sxx += du * du
             syy += dv * dv
             sxy += du * dv
-    st[0, j] = mx
-    st[1, j] = my
-    st[2, j] = sx
-    st[3, j] = sy
-    st[4, j] = sxx
-    st[5, j] = syy
-    st[6, j] = sxy
-    st[7, j] = sxx
-    st[8, j] = syy
+    return mx, my, sx, sy, sxx, syy, sxy
 
 
 @kernel(inline="always")
-def _cov_result(sx, sy, sxx, syy, sxy, n, nfin, ninf, mp, corr):
-    cxy = sxy - sx * sy / nfin
+def _cov_result(vx, vy, cxy, n, nfin, ninf, mp, corr):
+    """cov / corr from the centred sums ``vx = sum dx^2``, ``vy``, ``cxy = sum dx dy``."""
     ok = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
     if corr:
-        vx = sxx - sx * sx / nfin
-        vy = syy - sy * sy / nfin
-        r = cxy / np.sqrt(vx * vy)
+        r = cxy / (np.sqrt(vx) * np.sqrt(vy))    # vx * vy could under/overflow
         r = r if r < 1.0 else 1.0       # clip; NaN passes through both selects
         r = r if r > -1.0 else -1.0
         r = r if r == r else np.nan
@@ -395,23 +458,32 @@ def _cov_result(sx, sy, sxx, syy, sxy, n, nfin, ninf, mp, corr):
     return r if ok else np.nan
 
 
-@kernel
+@kernel(inline="always")
 def _cov_corr(x, y, window, min_periods, out, corr):
     T, N = x.shape
-    st = np.zeros((9, N))
-    kx_, ky_, sx_, sy_, sxx_, syy_, sxy_, bx_, by_ = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8]
+    kx_ = np.zeros(N)   # anchors: the sums are of x - kx, y - ky over complete finite pairs
+    ky_ = np.zeros(N)
+    sx_ = np.zeros(N)
+    sy_ = np.zeros(N)
+    sxx_ = np.zeros(N)
+    syy_ = np.zeros(N)
+    sxy_ = np.zeros(N)
+    bx_ = np.zeros(N)   # rounding budgets of sxx and syy (see _var_std)
+    by_ = np.zeros(N)
     code = np.zeros(N)  # complete pairs + base * pairs holding an inf
     base = _count_base(window)
     inv_base = 1.0 / base
     nanrow = _nan_row(x)
+    nanrow_y = _nan_row(y)
     mp = float(min_periods)
     for t in range(T):
         xt = x[t]
         yt = y[t]
         xo = _leaving(x, nanrow, t, window)
-        yo = _leaving(y, nanrow, t, window)
+        yo = _leaving(y, nanrow_y, t, window)
         o = out[t]
-        nbad = 0
+        lo = N      # first and last symbol to recompute (see _var_std)
+        hi = -1
         for j in range(N):
             u = np.float64(xt[j])
             v = np.float64(yt[j])
@@ -441,10 +513,13 @@ def _cov_corr(x, y, window, min_periods, out, corr):
             nfin = n - ninf
             ex = bx_[j] + sxx
             ey = by_[j] + syy
+            inv = 1.0 / nfin
             # re-centre both anchors on the window means (see _var_std)
             pos = nfin > 0.0
-            kxn = kx + (sx / nfin if pos else 0.0)
-            kyn = ky + (sy / nfin if pos else 0.0)
+            kxn = kx + (sx * inv if pos else 0.0)
+            kyn = ky + (sy * inv if pos else 0.0)
+            kxn = kxn if kxn - kxn == 0.0 else 0.0     # after an overflow
+            kyn = kyn if kyn - kyn == 0.0 else 0.0
             dx = kxn - kx
             dy = kyn - ky
             sxy = sxy - dy * sx - dx * sy + nfin * dx * dy
@@ -469,77 +544,69 @@ def _cov_corr(x, y, window, min_periods, out, corr):
             sxy_[j] = sxy
             bx_[j] = ex
             by_[j] = ey
-            o[j] = _cov_result(sx, sy, sxx, syy, sxy, n, nfin, ninf, mp, corr)
-            vx = sxx - sx * sx / nfin
-            vy = syy - sy * sy / nfin
+            vx = sxx - sx * sx * inv
+            vy = syy - sy * sy * inv
+            o[j] = _cov_result(vx, vy, sxy - sx * sy * inv, n, nfin, ninf, mp, corr)
             need = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
             # |error of sxy| <= eps * sqrt(ex * ey) relative to sqrt(vx * vy): checking both
             # sides covers it; a constant side (v ~ 0, budget > 0) is recomputed to exactly 0
             bad = (ex * _BUDGET > vx) | (ey * _BUDGET > vy) | (vx - vx != 0.0) | (vy - vy != 0.0)
-            nbad += 1 if need & bad else 0
-        if nbad > 0:
-            for j in range(N):
+            bad = need & bad
+            lo = min(lo, j if bad else N)
+            hi = max(hi, j if bad else -1)
+        if hi >= 0:
+            # recompute the symbols whose rounding bound is too large
+            for j in range(lo, hi + 1):
                 c = code[j]
                 ninf = np.floor(c * inv_base)
                 n = c - ninf * base
                 nfin = n - ninf
-                if not ((n >= mp) and (nfin >= 2.0) and (ninf == 0.0)):
-                    continue
-                vx = sxx_[j] - sx_[j] * sx_[j] / nfin
-                vy = syy_[j] - sy_[j] * sy_[j] / nfin
-                if (bx_[j] * _BUDGET > vx or by_[j] * _BUDGET > vy
-                        or vx - vx != 0.0 or vy - vy != 0.0):
-                    _cov_recompute(x, y, t, window, j, st)
-                    o[j] = _cov_result(sx_[j], sy_[j], sxx_[j], syy_[j], sxy_[j], n, nfin, ninf, mp, corr)
+                sx = sx_[j]
+                sy = sy_[j]
+                vx = sxx_[j] - sx * sx / nfin
+                vy = syy_[j] - sy * sy / nfin
+                if ((n >= mp) and (nfin >= 2.0) and (ninf == 0.0)
+                        and (bx_[j] * _BUDGET > vx or by_[j] * _BUDGET > vy
+                             or vx - vx != 0.0 or vy - vy != 0.0)):
+                    mx, my, sx, sy, sxx, syy, sxy = _cov_window(x, y, t, window, j)
+                    kx_[j] = mx
+                    ky_[j] = my
+                    sx_[j] = sx
+                    sy_[j] = sy
+                    sxx_[j] = sxx
+                    syy_[j] = syy
+                    sxy_[j] = sxy
+                    bx_[j] = sxx
+                    by_[j] = syy
+                    o[j] = _cov_result(sxx - sx * sx / nfin, syy - sy * sy / nfin,
+                                       sxy - sx * sy / nfin, n, nfin, ninf, mp, corr)
 
 
 @kernel
 def ts_cov(x, y, window, min_periods, out):
     """Covariance (ddof=1) over the window's pairwise-complete rows; exactly 0 when a side is
     constant."""
-    _cov_corr(x, y, window, min_periods, out, False)
+    if window <= _DIRECT_MAX:
+        _cov_direct(x, y, window, min_periods, out, False)
+    else:
+        _cov_corr(x, y, window, min_periods, out, False)
 
 
 @kernel
 def ts_corr(x, y, window, min_periods, out):
     """Pearson correlation over the window's pairwise-complete rows, clipped to [-1, 1]; NaN when
     either side is constant."""
-    _cov_corr(x, y, window, min_periods, out, True)
+    if window <= _DIRECT_MAX:
+        _cov_direct(x, y, window, min_periods, out, True)
+    else:
+        _cov_corr(x, y, window, min_periods, out, True)
 
 
 # ----------------------------------------------------------------------------------------------
 # min / max / argmin / argmax
 
 
-@kernel
-def _extreme_scan(x, window, min_periods, out, is_max):
-    """Direct scan of the window, for short windows."""
-    T, N = x.shape
-    best = np.empty(_TILE)
-    cnt = np.empty(_TILE)
-    mp = float(min_periods)
-    for t in range(T):
-        t0 = max(0, t - window + 1)
-        for j0 in range(0, N, _TILE):
-            j1 = min(N, j0 + _TILE)
-            nb = j1 - j0
-            for j in range(nb):
-                best[j] = np.nan
-                cnt[j] = 0.0
-            for k in range(t0, t + 1):
-                xk = x[k, j0:j1]
-                for j in range(nb):
-                    v = np.float64(xk[j])
-                    b = best[j]
-                    better = (v > b) if is_max else (v < b)
-                    best[j] = v if better | (b != b) else b   # NaN never replaces a value
-                    cnt[j] += _valid(v)
-            o = out[t, j0:j1]
-            for j in range(nb):
-                o[j] = best[j] if cnt[j] >= mp else np.nan
-
-
-@kernel
+@kernel(inline="always")
 def _extreme_blocks(x, window, min_periods, out, is_max):
     """van Herk / Gil-Werman: the window ending at row t of block [b0, b0 + window) is the suffix
     of the previous block from offset t - b0 + 1 plus the prefix of the current block up to t."""
@@ -587,28 +654,22 @@ def _extreme_blocks(x, window, min_periods, out, is_max):
 @kernel
 def ts_min(x, window, min_periods, out):
     """Minimum of the valid values of the window."""
-    if window <= _SCAN_MAX:
-        _extreme_scan(x, window, min_periods, out, False)
-    else:
-        _extreme_blocks(x, window, min_periods, out, False)
+    _extreme_blocks(x, window, min_periods, out, False)
 
 
 @kernel
 def ts_max(x, window, min_periods, out):
     """Maximum of the valid values of the window."""
-    if window <= _SCAN_MAX:
-        _extreme_scan(x, window, min_periods, out, True)
-    else:
-        _extreme_blocks(x, window, min_periods, out, True)
+    _extreme_blocks(x, window, min_periods, out, True)
 
 
-@kernel
+@kernel(inline="always")
 def _arg_scan(x, window, min_periods, out, is_max):
     T, N = x.shape
     best = np.empty(_TILE)
     pos = np.empty(_TILE)
     cnt = np.empty(_TILE)
-    mp = float(min_periods)
+    mp = float(max(1, min_periods))     # no valid value, no position
     for t in range(T):
         t0 = max(0, t - window + 1)
         for j0 in range(0, N, _TILE):
@@ -634,7 +695,7 @@ def _arg_scan(x, window, min_periods, out, is_max):
                 o[j] = pos[j] if cnt[j] >= mp else np.nan
 
 
-@kernel
+@kernel(inline="always")
 def _arg_blocks(x, window, min_periods, out, is_max):
     """van Herk blocks carrying the row index of the extreme; ties go to the older row."""
     T, N = x.shape
@@ -645,7 +706,7 @@ def _arg_blocks(x, window, min_periods, out, is_max):
     pval = np.empty(N, x.dtype)
     pidx = np.empty(N)
     cnt = np.zeros(N)
-    mp = float(min_periods)
+    mp = float(max(1, min_periods))     # no valid value, no position
     for b0 in range(0, T, window):
         b1 = min(T, b0 + window)
         pval[:] = np.nan
@@ -718,6 +779,11 @@ def ts_argmax(x, window, min_periods, out):
 # O(window) kernels on column tiles
 
 
+@kernel(inline="always")
+def _rank_step(v, c):
+    return (1.0 if v < c else 0.0) + (0.5 if v == c else 0.0)
+
+
 @kernel
 def ts_rank(x, window, min_periods, out):
     """Percentile rank of the current value among the window's valid values, ties averaged:
@@ -729,23 +795,32 @@ def ts_rank(x, window, min_periods, out):
     mp = float(min_periods)
     for t in range(T):
         t0 = max(0, t - window + 1)
-        xt = x[t]
-        xo = _leaving(x, nanrow, t, window)
-        for j in range(N):
-            cnt[j] += _valid(xt[j]) - _valid(xo[j])
+        _count_valid(cnt, x[t], _leaving(x, nanrow, t, window))
         for j0 in range(0, N, _TILE):
             j1 = min(N, j0 + _TILE)
             nb = j1 - j0
             cur = x[t, j0:j1]
-            # acc = less + equal / 2 (the current value counts itself as one equal) + 1/2
+            # acc = less + equal / 2 (the current value counts itself as one equal) + 1/2;
+            # comparisons in the input dtype (8 float32 lanes), counts exact in float64.
+            # Four window rows per pass over acc: +20% at window 20.
             for j in range(nb):
                 acc[j] = 0.5
-            for k in range(t0, t + 1):
+            k = t0
+            while k + 3 <= t:
+                xa = x[k, j0:j1]
+                xb = x[k + 1, j0:j1]
+                xc = x[k + 2, j0:j1]
+                xd = x[k + 3, j0:j1]
+                for j in range(nb):
+                    c = cur[j]
+                    acc[j] += (_rank_step(xa[j], c) + _rank_step(xb[j], c)) + (
+                        _rank_step(xc[j], c) + _rank_step(xd[j], c))
+                k += 4
+            while k <= t:
                 xk = x[k, j0:j1]
                 for j in range(nb):
-                    v = xk[j]
-                    c = cur[j]
-                    acc[j] += (1.0 if v < c else 0.0) + (0.5 if v == c else 0.0)
+                    acc[j] += _rank_step(xk[j], cur[j])
+                k += 1
             o = out[t, j0:j1]
             cn = cnt[j0:j1]
             for j in range(nb):
@@ -756,28 +831,30 @@ def ts_rank(x, window, min_periods, out):
 
 @kernel
 def ts_prod(x, window, min_periods, out):
-    """Product of the valid values of the window, multiplied oldest to newest."""
+    """Product of the valid values of the window, multiplied oldest to newest (a fresh product
+    per window: no division, so zeros, infs and over/underflow behave as in ``np.nanprod``)."""
     T, N = x.shape
     acc = np.empty(_TILE)
-    cnt = np.empty(_TILE)
+    cnt = np.zeros(N)
+    nanrow = _nan_row(x)
     mp = float(min_periods)
     for t in range(T):
         t0 = max(0, t - window + 1)
+        _count_valid(cnt, x[t], _leaving(x, nanrow, t, window))
         for j0 in range(0, N, _TILE):
             j1 = min(N, j0 + _TILE)
             nb = j1 - j0
             for j in range(nb):
                 acc[j] = 1.0
-                cnt[j] = 0.0
             for k in range(t0, t + 1):
                 xk = x[k, j0:j1]
                 for j in range(nb):
                     v = np.float64(xk[j])
                     acc[j] *= v if v == v else 1.0
-                    cnt[j] += _valid(v)
             o = out[t, j0:j1]
+            cn = cnt[j0:j1]
             for j in range(nb):
-                o[j] = acc[j] if cnt[j] >= mp else np.nan
+                o[j] = acc[j] if cn[j] >= mp else np.nan
 
 
 @kernel
@@ -785,41 +862,51 @@ def decay_linear(x, window, min_periods, out):
     """Linearly weighted mean: weight ``window`` for the current row, ``window - 1`` for the row
     before ... 1 for the oldest row of a full window, normalised by the weights of the valid
     values. Weights follow a row's age, so a series that starts inside the block weighs its
-    first rows exactly as if NaN rows preceded it."""
+    first rows exactly as if NaN rows preceded it. Computed as ``K + sum(w (v - K)) / sum(w)``
+    with ``K`` the newest finite value: a constant window gives exactly that constant."""
     T, N = x.shape
     num = np.empty(_TILE)
     den = np.empty(_TILE)
-    cnt = np.empty(_TILE)
+    cnt = np.zeros(N)
+    anchor = np.zeros(N)
+    nanrow = _nan_row(x)
     mp = float(min_periods)
     for t in range(T):
         t0 = max(0, t - window + 1)
+        xt = x[t]
+        _count_valid(cnt, xt, _leaving(x, nanrow, t, window))
+        for j in range(N):
+            v = np.float64(xt[j])
+            anchor[j] = v if v - v == 0.0 else anchor[j]
         for j0 in range(0, N, _TILE):
             j1 = min(N, j0 + _TILE)
             nb = j1 - j0
+            kk = anchor[j0:j1]
             for j in range(nb):
                 num[j] = 0.0
                 den[j] = 0.0
-                cnt[j] = 0.0
             for k in range(t0, t + 1):
                 xk = x[k, j0:j1]
                 wk = float(window - (t - k))
                 for j in range(nb):
                     v = np.float64(xk[j])
                     ok = v == v
-                    num[j] += wk * v if ok else 0.0
+                    num[j] += wk * (v - kk[j]) if ok else 0.0    # ±inf: ±inf, both: NaN
                     den[j] += wk if ok else 0.0
-                    cnt[j] += 1.0 if ok else 0.0
             o = out[t, j0:j1]
+            cn = cnt[j0:j1]
             for j in range(nb):
-                o[j] = num[j] / den[j] if cnt[j] >= mp else np.nan
+                o[j] = kk[j] + num[j] / den[j] if cn[j] >= mp else np.nan
 
 
-@kernel
-def _moments(x, window, min_periods, out, kurt):
-    """Skewness / excess kurtosis from power sums of ``d = v - K`` over the window, ``K`` the
-    newest finite value (so it lies in the window: |mean - K|^2 <= n * m2 bounds the
-    cancellation of the shift formulas by ~eps * n^2 for the kurtosis, and a constant window
-    gives m2 == 0 exactly)."""
+@kernel(inline="always")
+def _moments(x, window, min_periods, out, kind):
+    """Direct moments of each window: power sums of ``d = v - K`` with ``K`` the newest finite
+    value (kind 0 var, 1 std, 2 skew, 3 kurt).
+
+    ``K`` lies in the window, so ``(mean - K)^2 <= n * m2`` and the shift formulas lose at most
+    ~eps * n (var), eps * n^1.5 (skew), eps * n^2 (kurt) to cancellation; a constant window gives
+    d == 0 and m2 == 0 exactly."""
     T, N = x.shape
     anchor = np.zeros(N)
     code = np.zeros(N)    # valid count + base * inf count
@@ -831,7 +918,7 @@ def _moments(x, window, min_periods, out, kurt):
     inv_base = 1.0 / base
     nanrow = _nan_row(x)
     mp = float(min_periods)
-    need = 4.0 if kurt else 3.0
+    need = 2.0 if kind <= 1 else float(kind + 1)   # fewest valid values: 2, 2, 3, 4
     for t in range(T):
         t0 = max(0, t - window + 1)
         xt = x[t]
@@ -857,8 +944,9 @@ def _moments(x, window, min_periods, out, kurt):
                     d2 = d * d
                     s1[j] += d
                     s2[j] += d2
-                    s3[j] += d2 * d
-                    if kurt:
+                    if kind >= 2:
+                        s3[j] += d2 * d
+                    if kind == 3:
                         s4[j] += d2 * d2
             o = out[t, j0:j1]
             cd = code[j0:j1]
@@ -870,33 +958,124 @@ def _moments(x, window, min_periods, out, kurt):
                 a = s1[j] / n
                 b2 = s2[j] / n
                 m2 = b2 - a * a
-                b3 = s3[j] / n
-                m3 = b3 - 3.0 * a * b2 + 2.0 * a * a * a
-                if kurt:
-                    m4 = s4[j] / n - a * (4.0 * b3 - a * (6.0 * b2 - 3.0 * a * a))
-                    r = ((n * n - 1.0) * m4 / (m2 * m2) - 3.0 * (n - 1.0) * (n - 1.0)) / ((n - 2.0) * (n - 3.0))
+                if kind <= 1:
+                    r = (m2 if m2 > 0.0 else 0.0) * (n / (n - 1.0))
+                    r = np.sqrt(r) if kind == 1 else r
+                    ok = (cnt >= mp) & (n >= need) & (ninf == 0.0)
                 else:
-                    r = np.sqrt(n * (n - 1.0)) * m3 / ((n - 2.0) * m2 * np.sqrt(m2))
-                ok = (cnt >= mp) & (n >= need) & (ninf == 0.0) & (m2 > 0.0)
+                    b3 = s3[j] / n
+                    m3 = b3 - 3.0 * a * b2 + 2.0 * a * a * a
+                    if kind == 3:
+                        m4 = s4[j] / n - a * (4.0 * b3 - a * (6.0 * b2 - 3.0 * a * a))
+                        r = (((n * n - 1.0) * m4 / (m2 * m2) - 3.0 * (n - 1.0) * (n - 1.0))
+                             / ((n - 2.0) * (n - 3.0)))
+                    else:
+                        r = np.sqrt(n * (n - 1.0)) * m3 / ((n - 2.0) * m2 * np.sqrt(m2))
+                    ok = (cnt >= mp) & (n >= need) & (ninf == 0.0) & (m2 > 0.0)
                 o[j] = r if ok else np.nan
+
+
+@kernel(inline="always")
+def _cov_direct(x, y, window, min_periods, out, corr):
+    """Direct cov / corr of each window from sums about the newest complete finite pair (see
+    ``_moments``); for short windows, where the running sums would be recomputed too often."""
+    T, N = x.shape
+    ax = np.zeros(N)
+    ay = np.zeros(N)
+    code = np.zeros(N)    # complete pairs + base * pairs holding an inf
+    sx = np.empty(_TILE)
+    sy = np.empty(_TILE)
+    sxx = np.empty(_TILE)
+    syy = np.empty(_TILE)
+    sxy = np.empty(_TILE)
+    base = _count_base(window)
+    inv_base = 1.0 / base
+    nanrow = _nan_row(x)
+    nanrow_y = _nan_row(y)
+    mp = float(min_periods)
+    for t in range(T):
+        t0 = max(0, t - window + 1)
+        xt = x[t]
+        yt = y[t]
+        xo = _leaving(x, nanrow, t, window)
+        yo = _leaving(y, nanrow_y, t, window)
+        for j in range(N):
+            u = np.float64(xt[j])
+            v = np.float64(yt[j])
+            fin = (u - u == 0.0) & (v - v == 0.0)
+            ax[j] = u if fin else ax[j]
+            ay[j] = v if fin else ay[j]
+            p = np.float64(xo[j])
+            q = np.float64(yo[j])
+            c = code[j]
+            c += (1.0 if fin else 1.0 + base) if (u == u) & (v == v) else 0.0
+            c -= ((1.0 if (p - p == 0.0) & (q - q == 0.0) else 1.0 + base)
+                  if (p == p) & (q == q) else 0.0)
+            code[j] = c
+        for j0 in range(0, N, _TILE):
+            j1 = min(N, j0 + _TILE)
+            nb = j1 - j0
+            kx = ax[j0:j1]
+            ky = ay[j0:j1]
+            for j in range(nb):
+                sx[j] = 0.0
+                sy[j] = 0.0
+                sxx[j] = 0.0
+                syy[j] = 0.0
+                sxy[j] = 0.0
+            for k in range(t0, t + 1):
+                xk = x[k, j0:j1]
+                yk = y[k, j0:j1]
+                for j in range(nb):
+                    u = np.float64(xk[j])
+                    v = np.float64(yk[j])
+                    fin = (u - u == 0.0) & (v - v == 0.0)
+                    du = u - kx[j] if fin else 0.0
+                    dv = v - ky[j] if fin else 0.0
+                    sx[j] += du
+                    sy[j] += dv
+                    sxx[j] += du * du
+                    syy[j] += dv * dv
+                    sxy[j] += du * dv
+            o = out[t, j0:j1]
+            cd = code[j0:j1]
+            for j in range(nb):
+                c = cd[j]
+                ninf = np.floor(c * inv_base)
+                n = c - ninf * base
+                nfin = n - ninf
+                inv = 1.0 / nfin
+                a = sx[j]
+                b = sy[j]
+                o[j] = _cov_result(sxx[j] - a * a * inv, syy[j] - b * b * inv, sxy[j] - a * b * inv,
+                                   n, nfin, ninf, mp, corr)
 
 
 @kernel
 def ts_skew(x, window, min_periods, out):
     """Bias-corrected sample skewness (pandas ``rolling.skew``); NaN with fewer than 3 valid
     values or when they are all equal."""
-    _moments(x, window, min_periods, out, False)
+    _moments(x, window, min_periods, out, 2)
 
 
 @kernel
 def ts_kurt(x, window, min_periods, out):
     """Bias-corrected excess kurtosis (pandas ``rolling.kurt``); NaN with fewer than 4 valid
     values or when they are all equal."""
-    _moments(x, window, min_periods, out, True)
+    _moments(x, window, min_periods, out, 3)
 
 
 # ----------------------------------------------------------------------------------------------
 # median: a sorted buffer per symbol
+
+
+@kernel(inline="always")
+def _midpoint(a, b):
+    """(a + b) / 2 rounded once; halves first when the sum of two finite values overflows."""
+    m = 0.5 * (a + b)
+    if m - m != 0.0 and a - a == 0.0 and b - b == 0.0:
+        m = 0.5 * a + 0.5 * b
+    return m
 
 
 @kernel
@@ -907,6 +1086,7 @@ def ts_median(x, window, min_periods, out):
     found by binary search and replaced by the entering one, which is then moved into place."""
     T, N = x.shape
     buf = np.empty(max(1, min(window, T)))
+    mp = max(1, min_periods)
     for j in range(N):
         m = 0
         for t in range(T):
@@ -943,9 +1123,9 @@ def ts_median(x, window, min_periods, out):
                     p -= 1
                 buf[p] = v
                 m += 1
-            if m >= min_periods:
+            if m >= mp:
                 h = m >> 1
-                out[t, j] = buf[h] if m & 1 else 0.5 * (buf[h - 1] + buf[h])
+                out[t, j] = buf[h] if m & 1 else _midpoint(buf[h - 1], buf[h])
             else:
                 out[t, j] = np.nan
 
@@ -956,13 +1136,15 @@ def ts_median(x, window, min_periods, out):
 
 @kernel
 def delay(x, periods, out):
-    """``x`` shifted down ``periods`` rows, NaN for the first ``periods`` rows (``out`` may be
-    ``x``: rows are written newest first)."""
+    """``x`` shifted down ``periods`` rows (up for a negative ``periods``), NaN where no row
+    comes in (pandas ``shift``). ``out`` may be ``x``: rows are written away from the source."""
     T, N = x.shape
-    for t in range(T - 1, -1, -1):
+    rows = range(T - 1, -1, -1) if periods >= 0 else range(T)
+    for t in rows:
         o = out[t]
-        if t >= periods:
-            xs = x[t - periods]
+        s = t - periods
+        if 0 <= s < T:
+            xs = x[s]
             for j in range(N):
                 o[j] = xs[j]
         else:
@@ -974,11 +1156,13 @@ def delay(x, periods, out):
 def delta(x, periods, out):
     """``x - delay(x, periods)`` (``out`` may be ``x``)."""
     T, N = x.shape
-    for t in range(T - 1, -1, -1):
+    rows = range(T - 1, -1, -1) if periods >= 0 else range(T)
+    for t in rows:
         o = out[t]
-        if t >= periods:
+        s = t - periods
+        if 0 <= s < T:
             xt = x[t]
-            xs = x[t - periods]
+            xs = x[s]
             for j in range(N):
                 o[j] = xt[j] - xs[j]
         else:
