@@ -42,7 +42,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import compare, environment, fmt_ms, fmt_other, fmt_rate, measure, table, wait_quiet  # noqa: E402
+from common import compare, environment, fmt_cpu, fmt_ms, fmt_other, fmt_rate, measure, table, wait_quiet  # noqa: E402
 
 OPS = ("ts_mean", "ts_std", "ema", "ewma", "ts_rank", "ts_corr")
 FF_PRE = "factorflow (prealloc)"
@@ -250,7 +250,7 @@ def report(run: Runner, copy_s: float, cells: int) -> str:
             if r["note"]:
                 check += f" ({r['note']})"
             body.append([
-                op, r["impl"], r["layout"], t.n, fmt_ms(s), fmt_rate(cells, s), f"{t.cpu_ratio:.1f}", fmt_other(t),
+                op, r["impl"], r["layout"], t.n, fmt_ms(s), fmt_rate(cells, s), fmt_cpu(t), fmt_other(t),
                 f"{s / ff_s:.2f}" if ff_s else "-",
                 f"{copy_s / s:.0%}" if op in ("ts_mean", "ema") else "",
                 check,
@@ -268,8 +268,8 @@ def report(run: Runner, copy_s: float, cells: int) -> str:
             v = (f"{op}: factorflow {fmt_ms(ff_s)} ms is {how} than the fastest peer, {best['impl']} "
                  f"[{best['layout']}] {fmt_ms(bs)} ms")
             cpu = best["timing"].cpu_ratio
-            if cpu > 1.2:  # the peer used several threads: compare CPU time too
-                ff_cpu = ff_s * ff["timing"].cpu_ratio
+            if cpu is not None and cpu > 1.2:  # the peer used several threads: compare CPU time too
+                ff_cpu = ff_s * (ff["timing"].cpu_ratio or 1.0)
                 r = bs * cpu / ff_cpu
                 v += (f" using {cpu:.1f} cores; per CPU-second factorflow is "
                       + (f"{r:.2f}x faster" if r >= 1 else f"{1 / r:.2f}x slower"))

@@ -12,8 +12,9 @@ reported with two load figures over the same calls:
   another job competed for the cores and that row's time is pessimistic; rerun it. The scripts
   call ``wait_quiet`` before each case to start when the cores are free (bounded wait).
 
-Both come from psutil (``/proc/stat`` resolution is 10 ms, so they are rough for short calls);
-without psutil ``cpu/wall`` counts this process only and ``other`` is not available.
+Both come from psutil (``/proc/stat`` resolution is 10 ms: they are rough for short calls and
+shown as "?" when the timed calls total less than 0.1 s); without psutil ``cpu/wall`` counts this
+process only and ``other`` is not available.
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ try:
 except ImportError:  # pragma: no cover - psutil comes with distributed
     psutil = None
 
-__all__ = ["Timing", "measure", "compare", "table", "environment", "fmt_ms", "fmt_rate", "fmt_other", "wait_quiet"]
+__all__ = ["Timing", "measure", "compare", "table", "environment", "fmt_ms", "fmt_rate", "fmt_cpu", "fmt_other",
+           "wait_quiet"]
+
+MIN_LOAD_WALL_S = 0.1  # below this much timed wall time, cpu/wall and other are reported as "?"
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Timing:
 
     median_s: float
     n: int
-    cpu_ratio: float
+    cpu_ratio: float | None
     other_load: float | None
     all_s: tuple
 
@@ -94,8 +98,11 @@ def measure(fn, repeat: int = 5, budget_s: float | None = None, keep_first: bool
         if budget_s is not None and len(walls) >= 2 and sum(walls) > budget_s:
             break
     total = max(sum(walls), 1e-12)
+    cpu = ours / total
     other = others / total if psutil is not None else None
-    return first, Timing(statistics.median(walls), len(walls), ours / total, other, tuple(walls))
+    if psutil is not None and total < MIN_LOAD_WALL_S:  # 10 ms counters: meaningless this short
+        cpu = other = None
+    return first, Timing(statistics.median(walls), len(walls), cpu, other, tuple(walls))
 
 
 def wait_quiet(max_wait_s: float, threshold: float = 0.3, sample_s: float = 0.3) -> float:
@@ -118,6 +125,10 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.3, sample_s: float = 0.3)
 
 def fmt_other(t: Timing) -> str:
     return "?" if t.other_load is None else f"{t.other_load:.1f}"
+
+
+def fmt_cpu(t: Timing) -> str:
+    return "?" if t.cpu_ratio is None else f"{t.cpu_ratio:.1f}"
 
 
 def compare(got, want, rtol: float = 1e-6, atol: float = 1e-8) -> tuple[bool, str]:
