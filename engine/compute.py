@@ -27,7 +27,16 @@ def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
     if not isinstance(panel, Panel):
         raise TypeError(f"panel must be a factorflow Panel, got {type(panel).__name__}")
     _check_backend(backend)
-    return make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend)
+    return make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend,
+                     prefer=_stored_grid(panel))
+
+
+def _stored_grid(panel: Panel):
+    """The common (time, symbol) block sizes of the panel's dask-backed groups, if they agree."""
+    grids = {(g.data.chunks[1], g.data.chunks[2]) for g in panel._groups if g.is_dask and g._cache is None}
+    if len(grids) == 1 and all(g.is_dask and g._cache is None for g in panel._groups):
+        return grids.pop()
+    return None
 
 
 def explain(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
@@ -92,9 +101,9 @@ def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Pane
     import dask.array as da
 
     p = plan(factors, panel, chunks=chunks, backend=backend)
-    graph, name, chunks3, keep = build_graph(p, panel)
+    graph, name, chunks3, keep, origins = build_graph(p, panel)
     arr = da.Array(graph, name, chunks=chunks3, dtype=p.dtype, meta=np.empty((0, 0, 0), p.dtype))
-    out = Panel([_Group(tuple(p.names), arr)], panel.times, panel.symbols)
+    out = Panel([_Group(tuple(p.names), arr, origins)], panel.times, panel.symbols)
     out.plan = p
     out._keep = keep  # scattered inputs stay alive as long as the result
     return out

@@ -147,6 +147,7 @@ class LocalProgram:
     last_use: tuple
     halo: int
     backend: str = "cpu"
+    trimmable: frozenset = frozenset()  # element-wise output slots no instruction reads
 
 
 def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols: int, dtype_str: str, *blocks):
@@ -155,19 +156,38 @@ def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols:
     ``skip`` is the number of halo rows at the top of every assembled input; the output holds
     the rows after them.
     """
-    dtype = np.dtype(dtype_str)
+    out = np.empty((len(program.outputs), rows, cols), np.dtype(dtype_str))
+    _run_local(program, layouts, skip, rows, cols, out, blocks)
+    return out
+
+
+# Result arrays being filled in place by tasks running in this process (see materialize.py):
+# token -> ndarray. Tasks refer to the token, never to the array, so no graph ever carries it.
+TARGETS: dict[str, np.ndarray] = {}
+
+
+def run_local_into(token: str, r0: int, c0: int, program: LocalProgram, layouts: tuple, skip: int, rows: int,
+                   cols: int, dtype_str: str, *blocks) -> None:
+    """Like :func:`run_local`, writing the block straight into ``TARGETS[token][:, r0:, c0:]``."""
+    target = TARGETS[token]
+    _run_local(program, layouts, skip, rows, cols, target[:, r0:r0 + rows, c0:c0 + cols], blocks)
+
+
+def _run_local(program, layouts, skip, rows, cols, out, blocks):
+    dtype = out.dtype
     owned: list[np.ndarray] = []
     slots: list = [None] * program.n_slots
     for k, layout in enumerate(layouts):
         slots[k] = assemble(blocks, layout, dtype, owned)
     full_rows = rows + skip
-    out = np.empty((len(program.outputs), rows, cols), dtype)
-    # slots written straight into the output block (no halo to trim and not read afterwards
-    # by an input of the same stage is fine: outputs are final values)
+    # Outputs written by their kernel straight into the output block, saving a copy per output:
+    # element-wise outputs that nothing else reads are computed on the rows after the halo only;
+    # other outputs when there is no halo to trim and the block is contiguous.
     direct = {}
-    if skip == 0:
-        for pos, (what, v) in enumerate(program.outputs):
-            if what == "slot" and v >= program.n_inputs and v not in direct:
+    contiguous = all(o.flags.c_contiguous for o in out)
+    for pos, (what, v) in enumerate(program.outputs):
+        if what == "slot" and v >= program.n_inputs and v not in direct:
+            if v in program.trimmable or (skip == 0 and contiguous):
                 direct[v] = pos
     temps: dict[int, np.ndarray] = {}
     with np.errstate(all="ignore"):
@@ -182,6 +202,8 @@ def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols:
                 args = [a if isinstance(a, np.ndarray) else np.full((full_rows, cols), a, dtype) for a in args]
             if ins.out in direct:
                 dest = out[direct[ins.out]]
+                if skip and ins.kind == "elementwise":
+                    args = [a[skip:] if isinstance(a, np.ndarray) else a for a in args]
             else:
                 dest = _arena.take((full_rows, cols), dtype)
                 temps[ins.out] = dest
@@ -202,7 +224,6 @@ def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols:
         _arena.give(a)
     for a in owned:
         _arena.give(a)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -123,7 +123,11 @@ def field_sources(panel, plan: Plan, layers: dict, deps: list, keep: list) -> di
 
 
 def build_graph(plan: Plan, panel):
-    """Return ``(graph, name, chunks)`` of the plan's result: a 3-D array (factors, T, N)."""
+    """The plan's result as a 3-D array (factors, T, N): ``(graph, name, chunks, keep, origins)``.
+
+    ``keep`` holds scattered input futures (alive as long as the result); ``origins`` maps each
+    final-stage key to the (row, col) where its block starts, for writing blocks in place.
+    """
     layers: dict[str, dict] = {}
     deps: list = []
     keep: list = []
@@ -142,6 +146,7 @@ def build_graph(plan: Plan, panel):
             where[n.id] = fsrc[n.params[0]]
 
     final_name = None
+    origins: dict = {}  # final key -> (first row, first col) of its block
     for si, stage in enumerate(plan.stages):
         name = f"ff-{stage.kind.replace('_', '-')}{si}-{token}"
         dsk: dict = {}
@@ -156,7 +161,8 @@ def build_graph(plan: Plan, panel):
                     index: dict = {}
                     layouts = tuple(where[m].layout(r0 - skip, r1, c0, c1, args, index) for m in stage.inputs)
                     dsk[(name, 0, i, j)] = (run_local, program, layouts, skip, r1 - r0, c1 - c0, dtype_str, *args)
-            outs = plan.names if stage.final else stage.targets
+                    if stage.final:
+                        origins[(name, 0, i, j)] = (r0, c0)
             if stage.final:
                 final_name = name
             else:
@@ -191,7 +197,7 @@ def build_graph(plan: Plan, panel):
         dsk_all.update(dsk)
     graph = HighLevelGraph.from_collections(final_name, dsk_all, dependencies=deps)
     chunks = ((len(plan.names),), plan.tchunks, plan.schunks)
-    return graph, final_name, chunks, keep
+    return graph, final_name, chunks, keep, origins
 
 
 def _local_program(plan: Plan, stage: LocalStage) -> LocalProgram:
@@ -225,8 +231,10 @@ def _local_program(plan: Plan, stage: LocalStage) -> LocalProgram:
     out_slots = {v for what, v in outputs if what == "slot"}
     n_slots = len(slot)
     last_use = tuple(-1 if (s in out_slots or s < len(stage.inputs)) else uses.get(s, -1) for s in range(n_slots))
+    trimmable = frozenset(ins.out for ins in instructions
+                          if ins.kind == "elementwise" and ins.out in out_slots and ins.out not in uses)
     return LocalProgram(len(stage.inputs), tuple(instructions), tuple(outputs), n_slots, last_use, stage.halo,
-                        plan.backend)
+                        plan.backend, trimmable)
 
 
 def _barrier_program(plan: Plan, stage) -> BarrierProgram:

@@ -25,12 +25,13 @@ def _is_dask(a) -> bool:
 class _Group:
     """One 3-D array ``(len(names), T, N)`` plus its field names."""
 
-    __slots__ = ("names", "data", "_cache")
+    __slots__ = ("names", "data", "_cache", "origins")
 
-    def __init__(self, names: tuple[str, ...], data):
+    def __init__(self, names: tuple[str, ...], data, origins: dict | None = None):
         self.names = tuple(names)
         self.data = data
         self._cache = None
+        self.origins = origins  # final-stage block origins, when factorflow built the graph
 
     @property
     def is_dask(self) -> bool:
@@ -40,7 +41,9 @@ class _Group:
         if not self.is_dask:
             return self.data
         if self._cache is None:
-            self._cache = np.asarray(self.data.compute())
+            from .materialize import materialize
+
+            (self._cache,) = materialize([self.data], [self.origins])
         return self._cache
 
 
@@ -254,13 +257,8 @@ class Panel:
 
     def compute(self) -> "Panel":
         """Compute every dask-backed group now; returns ``self`` (values are kept)."""
-        import dask
-
-        pending = [g for g in self._groups if g.is_dask and g._cache is None]
-        if pending:
-            values = dask.compute(*[g.data for g in pending])
-            for g, v in zip(pending, values):
-                g._cache = np.asarray(v)
+        for g in self._groups:
+            g.materialize()
         return self
 
     def persist(self) -> "Panel":

@@ -9,6 +9,7 @@ the same panel do not ship it again.
 from __future__ import annotations
 
 import threading
+import uuid
 import weakref
 
 import numpy as np
@@ -16,11 +17,9 @@ import numpy as np
 __all__ = ["scatter_blocks", "persist_groups"]
 
 _cache_lock = threading.Lock()
-_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-class _Holder:
-    """Weak-referenceable handle for a cache entry keyed by the data array."""
+# id(base array) -> (weakref to it, {(grid, data pointer, shape): (name, futures)}). NumPy arrays are
+# weak-referenceable but not hashable, so entries are keyed by id and dropped by a finalizer.
+_cache: dict[int, tuple] = {}
 
 
 def _offsets(chunks):
@@ -30,41 +29,69 @@ def _offsets(chunks):
     return out
 
 
+def _entries(base: np.ndarray) -> dict:
+    key = id(base)
+    hit = _cache.get(key)
+    if hit is not None and hit[0]() is base:
+        return hit[1]
+    entries: dict = {}
+    try:
+        ref = weakref.ref(base)
+        weakref.finalize(base, _cache.pop, key, None)
+    except TypeError:  # not weak-referenceable: no caching
+        return entries
+    _cache[key] = (ref, entries)
+    return entries
+
+
 def scatter_blocks(client, data: np.ndarray, tchunks, schunks, token: str):
-    """Scatter ``data`` (G, T, N) as blocks of the grid; returns ``(name, {key: future})``."""
-    grid = (tuple(tchunks), tuple(schunks), client.id)
-    base = data.base if data.base is not None else data
+    """Scatter ``data`` (G, T, N) as blocks of the grid; returns ``(name, {key: future})``.
+
+    Cached per (array, grid, client): a later ``compute`` over the same NumPy data reuses the
+    blocks already on the workers while any result still holds them. Key names are unique per
+    scatter, so a new scatter never collides with blocks the scheduler is still forgetting.
+    """
+    base = data.base if isinstance(data.base, np.ndarray) else data
+    slot = (tuple(tchunks), tuple(schunks), client.id, data.__array_interface__["data"][0], data.shape)
     with _cache_lock:
-        try:
-            per_array = _cache.setdefault(base, {})
-        except TypeError:  # not weak-referenceable
-            per_array = {}
-        hit = per_array.get((grid, data.__array_interface__["data"][0], data.shape))
-        if hit is not None and all(f.status == "finished" for f in hit[1].values()):
-            return hit
-    name = f"ff-input-{token}-{id(data):x}-{abs(hash(grid)):x}"
+        entries = _entries(base)
+        hit = entries.get(slot)
+        if hit is not None:
+            futures = [f() for f in hit[1]]
+            if all(f is not None and f.status == "finished" for f in futures):
+                return hit[0], {f.key: f for f in futures}
+    name = f"ff-input-{token}-{uuid.uuid4().hex[:12]}"
     toff, soff = _offsets(tchunks), _offsets(schunks)
     blocks = {}
     for i in range(len(tchunks)):
         for j in range(len(schunks)):
             blocks[(name, 0, i, j)] = data[:, toff[i]:toff[i + 1], soff[j]:soff[j + 1]]
     futures = client.scatter(blocks, hash=False)
-    result = (name, futures)
     with _cache_lock:
-        per_array[(grid, data.__array_interface__["data"][0], data.shape)] = result
-    return result
+        # weak references: the cache never keeps data on the workers by itself; results that
+        # read the blocks hold the futures (Panel._keep)
+        entries[slot] = (name, [weakref.ref(f) for f in futures.values()])
+    return name, futures
 
 
 def persist_groups(groups, shape):
-    """Dask-backed, persisted copies of every group (see ``Panel.persist``)."""
-    import dask
+    """Dask-backed, persisted copies of every group (see ``Panel.persist``).
+
+    Blocks span every symbol and split time into a whole number of blocks per worker thread:
+    the grid the planner picks for plans with cross-sectional stages, and one that plans without
+    them read with no halo cost beyond a few rows (the planner adopts a stored grid that suits it).
+    """
     import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
 
     from .panel import _Group
-    from .plan import MIN_SYMBOL_BLOCK, TARGET_BLOCK_CELLS
+    from .plan import choose_chunks, default_nthreads
+
+    class _Rows:  # a stand-in stage that asks choose_chunks for whole rows
+        kind, halo = "cross_section", 0
 
     T, N = shape
-    out = []
+    tchunks, schunks = choose_chunks(shape, [_Rows()], [], nthreads=default_nthreads())
     client = None
     try:
         from distributed import default_client
@@ -72,22 +99,17 @@ def persist_groups(groups, shape):
         client = default_client()
     except Exception:
         pass
+    out = []
     for g in groups:
-        if g.is_dask:
-            arr = g.data if g._cache is None else da.from_array(g._cache, chunks=(-1, "auto", "auto"))
-            out.append(_Group(g.names, arr.persist()))
+        if g.is_dask and g._cache is None:
+            out.append(_Group(g.names, g.data.rechunk((-1, tchunks, schunks)).persist()))
             continue
-        data = g.data
-        cols = max(MIN_SYMBOL_BLOCK, min(N, TARGET_BLOCK_CELLS // max(T, 1)))
-        tchunks = (T,) if T else ()
-        schunks = tuple([cols] * (N // cols) + ([N % cols] if N % cols else []))
+        data = g.materialize()
         if client is None:
-            arr = da.from_array(data, chunks=(data.shape[0], T, cols))
+            arr = da.from_array(data, chunks=(data.shape[0], tchunks, schunks))
             out.append(_Group(g.names, arr.persist()))
             continue
         name, futures = scatter_blocks(client, data, tchunks, schunks, token="persist")
-        from dask.highlevelgraph import HighLevelGraph
-
         graph = HighLevelGraph.from_collections(name, dict(futures), dependencies=[])
         arr = da.Array(graph, name, chunks=((data.shape[0],), tchunks, schunks), dtype=data.dtype,
                        meta=np.empty((0, 0, 0), data.dtype))

@@ -246,8 +246,12 @@ def check_fields(factors: dict[str, Factor], available) -> None:
 
 
 def make_plan(factors, shape: tuple[int, int], fields, dtype=np.float64, chunks=None,
-              nthreads: int | None = None, backend: str = "cpu") -> Plan:
-    """Plan ``factors`` (mapping name -> formula/Factor) over a panel of ``shape`` with ``fields``."""
+              nthreads: int | None = None, backend: str = "cpu", prefer=None) -> Plan:
+    """Plan ``factors`` (mapping name -> formula/Factor) over a panel of ``shape`` with ``fields``.
+
+    ``prefer``: the ``(time, symbol)`` block sizes the input data already has (a persisted or
+    Parquet-backed panel); used when it suits the plan, so tasks read whole stored blocks.
+    """
     factors = _normalize_factors(factors)
     check_fields(factors, fields)
     T, N = shape
@@ -332,7 +336,9 @@ def make_plan(factors, shape: tuple[int, int], fields, dtype=np.float64, chunks=
         halo = _stage_halo(nodes, members, member_set)
         stages.append(LocalStage(level, members, _unique(inputs), targets, halo, final))
 
-    if chunks is None:
+    if chunks is None and prefer is not None and _grid_fits(prefer, stages):
+        tchunks, schunks = prefer
+    elif chunks is None:
         tchunks, schunks = choose_chunks(shape, stages, nodes, nthreads=nthreads, itemsize=np.dtype(dtype).itemsize)
     else:
         tchunks, schunks = normalize_chunks(chunks, shape)
@@ -360,6 +366,17 @@ def _stage_halo(nodes: list[Node], members: list[int], member_set: set[int]) -> 
         n = nodes[m]
         path[m] = n.own_lookback + max((path[a] for a in n.args if a in member_set), default=0)
     return max(path.values(), default=0)
+
+
+def _grid_fits(grid, stages) -> bool:
+    """A stored grid is adopted if its blocks are neither huge nor shorter than 4x any halo."""
+    tchunks, schunks = grid
+    halo = max((s.halo for s in stages), default=0)
+    if any(t < 4 * halo for t in tchunks[:-1]):
+        return False
+    if any(s.kind == "cross_section" for s in stages) and len(schunks) > 1:
+        return False
+    return max(tchunks) * max(schunks) <= 2 * TARGET_BLOCK_CELLS
 
 
 def normalize_chunks(chunks, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -406,7 +423,8 @@ def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: i
 
     Rules, in order: (1) a block carries 0.25-4 M cells, so each task does tens of milliseconds
     of work per operator and the per-task scheduler cost (~2 ms) stays small; (2) at least two
-    blocks per worker thread when the data allows it, so both cores stay busy; (3) split
+    blocks per worker thread when the data allows it, and a whole number of blocks per thread,
+    so both cores stay busy to the end; (3) split
     symbols before time when no stage is cross-sectional -- symbol blocks need no halo and no
     state chain -- but keep symbol blocks >= 64 wide for SIMD; (4) with cross-sectional stages,
     split time (those stages need whole rows); (5) a time block is at least 4x the largest
@@ -420,6 +438,8 @@ def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: i
     halo = max((s.halo for s in stages), default=0)
     has_cs = any(s.kind == "cross_section" for s in stages)
     n_blocks = max(math.ceil(cells / TARGET_BLOCK_CELLS), min(2 * nthreads, cells // MIN_BLOCK_CELLS), 1)
+    if n_blocks > nthreads:  # whole rounds: 5 blocks on 2 threads would leave one idle a third of the time
+        n_blocks = math.ceil(n_blocks / nthreads) * nthreads
     min_rows = max(4 * halo, 32)
 
     def even(n, parts):
