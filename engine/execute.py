@@ -275,8 +275,3 @@ def run_cross_section(program: BarrierProgram, layouts: tuple, rows: int, cols: 
     for a in owned:
         _arena.give(a)
     return out
-
-
-def slice_block(array: np.ndarray, rs: slice, cs: slice) -> np.ndarray:
-    """An input block of a NumPy-backed group (a view)."""
-    return array[:, rs, cs]

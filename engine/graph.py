@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import itertools
 
-import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -29,7 +28,6 @@ from .execute import (
     run_cross_section,
     run_local,
     run_recursive,
-    slice_block,
 )
 from .plan import LocalStage, Plan
 

@@ -98,6 +98,18 @@ def write_parquet(panel, path, partition_by="date", fields=None, compression="zs
             current, cells = [], 0
     if current:
         groups.append(current)
+    if all(not hasattr(src, "dask") for src, _ in sources.values()):
+        # the values are already in this process: write here, partitions in parallel (Arrow and
+        # Parquet encoding release the GIL), instead of shipping the arrays through a graph
+        from concurrent.futures import ThreadPoolExecutor
+
+        def job(jobs):
+            a, b = jobs[0][1], jobs[-1][2]
+            vals = [src[k, a:b] for src, k in (sources[n] for n in fields)]
+            return write_group(jobs, panel.symbols, fields, compression, panel.times[a:b], a, *vals)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return [p for group in pool.map(job, groups) for p in group]
     writes = []
     for jobs in groups:
         a, b = jobs[0][1], jobs[-1][2]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 
 def _parse_factor_args(items: list[str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator as _pyop
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import FactorTypeError, Span

@@ -4,7 +4,6 @@ Everything listens on 127.0.0.1 only; processes started here are stopped here.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import factorflow as ff
-from factorflow.engine.plan import choose_chunks, make_plan
+from factorflow.engine.plan import make_plan
 
 from patterns import assert_close, make_patterned
 
