@@ -369,14 +369,17 @@ def _stage_halo(nodes: list[Node], members: list[int], member_set: set[int]) -> 
 
 
 def _grid_fits(grid, stages) -> bool:
-    """A stored grid is adopted if its blocks are neither huge nor shorter than 4x any halo."""
+    """A stored grid is adopted if its blocks are neither tiny, huge nor shorter than 4x any halo."""
     tchunks, schunks = grid
     halo = max((s.halo for s in stages), default=0)
     if any(t < 4 * halo for t in tchunks[:-1]):
         return False
     if any(s.kind == "cross_section" for s in stages) and len(schunks) > 1:
         return False
-    return max(tchunks) * max(schunks) <= 2 * TARGET_BLOCK_CELLS
+    cells = max(tchunks) * max(schunks)
+    if cells < MIN_BLOCK_CELLS and len(tchunks) * len(schunks) > 1:
+        return False  # many small stored blocks: tasks reading several of them are cheaper
+    return cells <= 2 * TARGET_BLOCK_CELLS
 
 
 def normalize_chunks(chunks, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:

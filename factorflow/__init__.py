@@ -21,11 +21,11 @@ from .factors import (
     field,
     operators,
 )
-from .engine import Panel, compute, explain, sample_panel
+from .engine import Panel, TickDataError, TickStore, compute, explain, generate_ticks, sample_panel
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Panel", "cluster", "compute",
-    "explain", "factor", "field", "operators", "sample_panel", "__version__",
+    "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Panel", "TickDataError", "TickStore",
+    "cluster", "compute", "explain", "factor", "field", "generate_ticks", "operators", "sample_panel", "__version__",
 ]

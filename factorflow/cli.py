@@ -1,8 +1,9 @@
 """Command line: ``factorflow <command>`` (also ``python -m factorflow``).
 
 Commands of this release: ``list-factors`` (the operator registry), ``validate`` (parse formulas
-without computing), ``explain`` (show the plan over a panel shape) and ``demo`` (sample panel ->
-factor set on the embedded local cluster -> Parquet). Exit codes: 0 ok, 1 invalid input
+without computing), ``explain`` (show the plan over a panel shape), ``demo`` (sample panel ->
+factor set on the embedded local cluster -> Parquet) and ``generate-ticks`` (a synthetic tick
+store, docs/ticks.md). Exit codes: 0 ok, 1 invalid input
 (formula or data errors), 2 usage errors.
 """
 from __future__ import annotations
@@ -88,8 +89,28 @@ def _chunks(text: str | None):
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(n_times=args.times, n_symbols=args.symbols, out=args.out, processes=args.processes,
-                    dashboard_address=args.dashboard_address)
+    return run_demo(symbols=args.symbols, days=args.days, out=args.out, data=args.data, processes=args.processes,
+                    dashboard_address=args.dashboard_address, seed=args.seed)
+
+
+def cmd_generate_ticks(args) -> int:
+    from .engine.tickgen import generate_ticks
+
+    try:
+        s = generate_ticks(args.path, symbols=args.symbols, days=args.days, seed=args.seed, start=args.start,
+                           session=args.session, ticks_per_day=args.ticks_per_day, workers=args.workers,
+                           overwrite=args.overwrite)
+    except (ValueError, OSError) as e:
+        print(f"factorflow generate-ticks: {e}", file=sys.stderr)
+        return 1
+    rate = s["ticks"] / s["seconds"] / 1e6 if s["seconds"] > 0 else float("nan")
+    print(f"wrote {s['path']}: {s['files']} files, {s['ticks']:,} ticks, {s['bytes'] / 1e6:.1f} MB "
+          f"in {s['seconds']:.2f} s ({rate:.2f} Mticks/s)")
+    ev = s["events"]
+    print(f"{len(s['symbols'])} symbols, {s['dates'][0]} .. {s['dates'][-1]} ({s['session']}); "
+          f"{len(ev['halts'])} halts, {len(ev['missing'])} missing symbol-days, "
+          f"{len(ev['listings'])} listings, {len(ev['delistings'])} delistings")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,13 +135,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", help="TIME[,SYMBOL] block sizes (default: planned)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("demo", help="sample panel -> factor set on the embedded cluster -> Parquet")
-    p.add_argument("--times", type=int, default=1000)
-    p.add_argument("--symbols", type=int, default=2000)
+    p = sub.add_parser("demo", help="ticks -> 1min and 1d bars -> factor set on the embedded cluster -> Parquet")
+    p.add_argument("--symbols", type=int, default=200)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="demo-data/ticks", help="tick store to generate (reused if present)")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--processes", action="store_true", help="worker processes instead of threads")
     p.add_argument("--dashboard-address", default="127.0.0.1:8787")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate-ticks", help="write a synthetic tick store (hive-partitioned Parquet)")
+    p.add_argument("path", help="output directory: PATH/date=YYYY-MM-DD/part-0.parquet")
+    p.add_argument("--symbols", type=int, default=500)
+    p.add_argument("--days", type=int, default=20, help="trading days (weekdays)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", default="2024-01-02", help="first day (YYYY-MM-DD)")
+    p.add_argument("--session", default="us_equity", choices=["us_equity", "cn_equity", "24h"],
+                   help="trading hours preset (default: us_equity)")
+    p.add_argument("--ticks-per-day", type=float, default=2000.0, help="mean trades per symbol and day")
+    p.add_argument("--workers", type=int, default=None, help="days generated in parallel (default: cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace the date partitions of an existing store")
+    p.set_defaults(func=cmd_generate_ticks)
 
     args = parser.parse_args(argv)
     if args.version:

@@ -42,10 +42,12 @@ def test_python_dash_m():
 
 @pytest.mark.slow
 def test_demo_runs(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "factorflow", "demo", "--times", "60", "--symbols", "80",
-                        "--out", str(tmp_path / "out"), "--dashboard-address", "127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "factorflow", "demo", "--symbols", "12", "--days", "3",
+                        "--data", str(tmp_path / "ticks"), "--out", str(tmp_path / "out"),
+                        "--dashboard-address", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dashboard: http://127.0.0.1:" in r.stdout
-    assert "computed 10 factors" in r.stdout
-    assert len(list((tmp_path / "out").glob("date=*/part-0.parquet"))) == 60
+    assert "ticks -> 1min bars -> 10 factors" in r.stdout and "ticks -> 1d bars -> 10 factors" in r.stdout
+    assert len(list((tmp_path / "out" / "1min").glob("date=*/part-0.parquet"))) == 3
+    assert len(list((tmp_path / "out" / "1d").glob("date=*/part-0.parquet"))) == 3
