@@ -44,8 +44,9 @@ through the graph; ticks never leave the worker that reads them.
   symbols). So all symbols of a small day go in one bucket; a large day is cut into buckets of
   a few hundred symbols. With fewer date groups than 2 per worker thread (of the active Dask
   client, else of Dask's local thread pool), buckets are split further (not below 64 symbols)
-  to give every thread two tasks. Reading a whole day costs less per tick than reading a bucket
-  (the symbol filter is a pass over the rows), so symbols are not split more than that.
+  to give every thread two tasks. Fewer, larger tasks cost less in scheduling, so symbols are
+  not split more than that (a bucket of adjacent symbols reads at the cost per tick of a whole
+  day: ``read_day`` selects it by binary search on the sorted symbol codes).
 * ``ffill_close`` adds a chain per bucket: a tiny task per block carries the last known close
   per symbol to the next block, and a fill task per block applies it.
 """

@@ -23,6 +23,15 @@ the date filter (only the partitions in range are listed and opened) and the sym
 to pyarrow, then applies the validation policies of docs/ticks.md. Problems are either an error
 (:class:`TickDataError`, naming the file and the column or row) or a documented repair counted
 in the ``"factorflow.ticks"`` log; nothing is silently turned into wrong bars.
+
+How a read stays close to the cost of the Parquet decode: ``symbol`` (and the other string
+columns) come back dictionary-encoded, and symbols become int32 codes into the partition's sorted
+distinct symbols, so code order is String order. One branch-free pass of a Numba kernel over the
+physical arrays (codes, int64 times, prices, sizes) checks that every tick is valid and in
+``(symbol, time)`` order; only when it is not does a second kernel count and locate each problem
+(file rows are looked up only for what is reported). A symbol filter on a file sorted by symbol is
+a binary search of the codes and zero-copy slices. The ``String`` columns are built at the end as
+Arrow string views (runs of one 16-byte view per symbol), imported by Polars without a copy.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import datetime as _dt
 import difflib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,10 +379,11 @@ class TickStore:
                                         file=f, column="symbol") from None
                 for chunk in col.chunks:
                     if pa.types.is_dictionary(chunk.type):
-                        counts = np.bincount(chunk.indices.drop_null().to_numpy(zero_copy_only=False),
-                                             minlength=len(chunk.dictionary))
-                        used = np.flatnonzero(counts)
-                        values = chunk.dictionary.take(pa.array(used, pa.int64()))
+                        ix = chunk.indices.drop_null() if chunk.null_count else chunk.indices
+                        used = np.zeros(len(chunk.dictionary), bool)
+                        if len(ix):
+                            _kernel("_mark")(ix.to_numpy(zero_copy_only=False), used)
+                        values = chunk.dictionary.take(pa.array(np.flatnonzero(used), pa.int64()))
                     else:
                         values = chunk.drop_null().unique()
                     out.update(values.to_pylist())
@@ -509,6 +520,7 @@ class TickStore:
         True 2
         """
         import polars as pl
+        import pyarrow as pa
 
         cols = self._columns_arg(columns)
         dates = self.dates(start, end)
@@ -516,18 +528,19 @@ class TickStore:
         plans = {d: [self._plan(f, cols) for f in self.files(d)] for d in dates}
         if not dates:
             return self._empty(cols)
-        frames = [self._read_partition(d, plans[d], wanted, cols) for d in dates]
-        if cols is None:
-            names = list(dict.fromkeys(n for f in frames for n in f.columns))
-            order = [c for c in TICK_COLUMNS if c in names] + [c for c in names if c not in TICK_COLUMNS]
-            df = pl.concat(frames, how="diagonal_relaxed").select(order)
-        else:
-            df = pl.concat(frames, how="vertical_relaxed")
-        if len(frames) > 1:
+        days = [self._partition(d, plans[d], wanted) for d in dates]
+        if len(days) == 1:
+            return _with_symbols(*days[0], cols)
+        values = _sorted_unique(pa.concat_arrays([v for _, v, _ in days]))
+        codes = np.concatenate([_remap(v, values, c) for _, v, c in days])
+        df = pl.concat([f for f, _, _ in days], how="diagonal_relaxed" if cols is None else "vertical_relaxed")
+        if not _kernel("_is_sorted")(codes):
             # each day is sorted by (symbol, time) and days are disjoint in time: a stable sort
-            # by symbol gives (symbol, time) order and keeps same-time ticks in file order
-            df = df.sort("symbol", maintain_order=True)
-        return df
+            # by symbol (a counting sort of the codes) gives (symbol, time) order and keeps
+            # same-time ticks in file order
+            perm = _kernel("_order")(codes, np.empty(0, np.int64), np.empty(0, bool), len(values))
+            df, codes = df[perm], codes[perm]
+        return _with_symbols(df, values, codes, cols)
 
     def bars(self, freq, start=None, end=None, symbols=None, session="us_equity", ffill_close=False, **kw):
         """Bars (OHLCV, vwap, amount, trade count) as a lazy Panel; see ``engine/bars.py``."""
@@ -645,9 +658,13 @@ class TickStore:
 
     def _read_partition(self, date: str, plans: list[_FilePlan], wanted, cols):
         """Read one date's files and apply the policies of docs/ticks.md."""
+        return _with_symbols(*self._partition(date, plans, wanted), cols)
+
+    def _partition(self, date: str, plans: list[_FilePlan], wanted):
+        """One date's validated rows in ``(symbol, time)`` order: ``(frame, values, codes)``, the
+        frame without ``symbol``, which is ``values[codes]`` (codes sorted)."""
         import polars as pl
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         parts = [self._read_file(plan, wanted) for plan in plans]
         if len(parts) == 1:
@@ -655,9 +672,7 @@ class TickStore:
             frame, values, codes, nulls = p.frame, p.values, p.codes, p.nulls
         else:  # one symbol dictionary for the partition; files in file-name order
             values = _sorted_unique(pa.concat_arrays([p.values for p in parts]))
-            codes = np.concatenate([
-                pc.index_in(p.values, value_set=values).to_numpy(zero_copy_only=False).astype(np.int32)[p.codes]
-                if len(p.codes) else p.codes for p in parts])
+            codes = np.concatenate([_remap(p.values, values, p.codes) for p in parts])
             nulls = None if all(p.nulls is None for p in parts) else np.concatenate(
                 [np.zeros(len(p.codes), bool) if p.nulls is None else p.nulls for p in parts])
             frame = pl.concat([p.frame for p in parts], how="diagonal_relaxed")
@@ -666,12 +681,7 @@ class TickStore:
             sel = self._clean(date, frame, values, codes, nulls, parts, starts)
             if sel is not None:
                 frame, codes = frame[sel], codes[sel]
-        if cols is None:
-            names = ["symbol", *frame.columns]
-            order = [c for c in TICK_COLUMNS if c in names] + [c for c in names if c not in TICK_COLUMNS]
-        else:
-            order = ["time", "symbol", *cols]
-        return frame.with_columns(_symbol_series(values, codes)).select(order)
+        return frame, values, codes
 
     def _clean(self, date: str, frame, values, codes, nulls, parts, starts):
         """Apply the policies of docs/ticks.md to a partition's rows (in file order): returns the
@@ -919,6 +929,28 @@ def _wanted_rows(codes: np.ndarray, want: np.ndarray):
     return False, np.arange(lens.sum(), dtype=np.int64) + np.repeat(a - (np.cumsum(lens) - lens), lens)
 
 
+def _remap(src, values, codes: np.ndarray) -> np.ndarray:
+    """``codes`` into the sorted strings ``src`` as codes into ``values`` (a superset)."""
+    import pyarrow.compute as pc
+
+    if not len(src):  # no values: every symbol null (codes 0)
+        return np.zeros(len(codes), np.int32)
+    remap = pc.index_in(src, value_set=values).to_numpy(zero_copy_only=False).astype(np.int32)
+    out = np.empty(len(codes), np.int32)
+    _kernel("_gather")(remap, codes, out)
+    return out
+
+
+def _with_symbols(frame, values, codes: np.ndarray, cols):
+    """The result frame: ``symbol`` (``values[codes]``, codes sorted) added, columns in order."""
+    if cols is None:
+        names = ["symbol", *frame.columns]
+        order = [c for c in TICK_COLUMNS if c in names] + [c for c in names if c not in TICK_COLUMNS]
+    else:
+        order = ["time", "symbol", *cols]
+    return frame.with_columns(_symbol_series(values, codes)).select(order)
+
+
 def _view_table(values, buffer_index: int):
     """Arrow string-view structs (16 bytes each, as ``uint64`` pairs) of a string array's values,
     and the data buffer that values longer than 12 bytes point into (buffer ``buffer_index``)."""
@@ -926,6 +958,8 @@ def _view_table(values, buffer_index: int):
 
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = values.cast(pa.string())
+    if sys.byteorder != "little":  # the structs below are written little-endian
+        raise OverflowError("string views are built for little-endian machines")
     k = len(values)
     bufs = values.buffers()
     if k == 0 or bufs[1] is None:
@@ -964,7 +998,12 @@ def _string_view_series(name: str, views: np.ndarray, buffers: list):
 
 def _symbol_series(values, codes: np.ndarray):
     """The ``symbol`` String column of sorted ``codes`` into ``values``: runs of repeated views."""
-    vt, buffer = _view_table(values, 0)
+    import polars as pl
+
+    try:
+        vt, buffer = _view_table(values, 0)
+    except OverflowError:
+        return pl.from_arrow(values).gather(pl.Series(codes)).alias("symbol")
     lens = np.diff(np.searchsorted(codes, np.arange(len(values) + 1, dtype=codes.dtype)))
     return _string_view_series("symbol", np.repeat(vt, lens, axis=0), [] if buffer is None else [buffer])
 
@@ -1056,6 +1095,12 @@ def _is_sorted(codes):
     for i in range(1, len(codes)):
         bad += codes[i] < codes[i - 1]
     return bad == 0
+
+
+def _mark(indices, used):
+    """``used[i] = True`` for every ``i`` in ``indices``."""
+    for i in range(len(indices)):
+        used[indices[i]] = True
 
 
 def _wanted_rows_scan(codes, want, max_runs):
@@ -1173,7 +1218,8 @@ def _scan(codes, t, price, size, keep, lo, hi, n_codes, drop):
 
 def _order(codes, t, alive, n_codes):
     """Indices of the rows with ``alive`` (empty: all) sorted by (code, time), stable: a counting
-    sort by code, then a merge sort of each symbol's times only where they are out of order."""
+    sort by code, then a merge sort of each symbol's times only where they are out of order
+    (empty ``t``: by code only)."""
     n = len(codes)
     has_alive = len(alive) > 0
     bounds = np.zeros(n_codes + 1, np.int64)
@@ -1191,6 +1237,8 @@ def _order(codes, t, alive, n_codes):
         c = codes[i]
         perm[pos[c]] = i
         pos[c] += 1
+    if len(t) == 0:  # by code only
+        return perm
     for c in range(n_codes):
         a, b = bounds[c], bounds[c + 1]
         ok = True

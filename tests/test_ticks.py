@@ -487,3 +487,108 @@ def test_empty_results_have_the_schema(big):
     assert e.height == 0 and e.schema == pl.Schema({"time": pl.Datetime("ns", "UTC"), "symbol": pl.String,
                                                     "price": pl.Float64})
     assert store.read(symbols=[], columns=["size"]).height == 0
+
+
+# -- physical checks (codes, int64 times) match the String semantics ------------------------------------
+def _ticks(times_ns, symbols, prices, sizes, day=DAY) -> pa.Table:
+    base = np.datetime64(f"{day}T14:30", "ns").astype(np.int64)
+    t = pa.array(base + np.asarray(times_ns, np.int64)).cast(pa.timestamp("ns", "UTC"))
+    return pa.table({"time": t, "symbol": pa.array(list(symbols), pa.string()),
+                     "price": pa.array(prices, pa.float64()), "size": pa.array(sizes, pa.float64())})
+
+
+def test_any_utf8_symbols_sort_and_filter_like_strings(tmp_path):
+    """Symbols are compared as dictionary codes: the order must be the String order (bytes),
+    for empty, non-ASCII and long (> 12 bytes) symbols, across files with different dictionaries."""
+    rng = np.random.default_rng(5)
+    names = ["", "A", "ÉCU", "LONGSYMBOLNAME_XYZ", "ZZ", "ß", "日本語テキスト", "AB"]
+    tables = []
+    for k in range(2):
+        n = 200
+        t = _ticks(rng.integers(0, 10_000, n) * 1000 + k * 10**7, rng.choice(names, n), rng.uniform(1, 2, n),
+                   rng.integers(1, 9, n).astype(float))
+        if k == 0:
+            t = t.set_column(1, "symbol", t.column("symbol").dictionary_encode())
+        tables.append(t)
+        d = tmp_path / f"date={DAY}"
+        d.mkdir(exist_ok=True)
+        pq.write_table(t, d / f"part-{k}.parquet", row_group_size=37)
+    want = pl.concat([pl.from_arrow(t).with_columns(pl.col("symbol").cast(pl.String)) for t in tables])
+    want = want.sort(["symbol", "time"], maintain_order=True)
+    store = TickStore(tmp_path)
+    got = store.read_day(DAY)
+    assert got.equals(want) and got["symbol"].dtype == pl.String
+    for subset in (["ÉCU"], ["LONGSYMBOLNAME_XYZ", ""], ["日本語テキスト", "A", "ZZ"], ["nope"]):
+        assert store.read_day(DAY, symbols=subset).equals(want.filter(pl.col("symbol").is_in(subset))), subset
+
+
+@pytest.mark.parametrize("time_ordered", [False, True])
+def test_filtered_reads_of_scattered_symbols(tmp_path, time_ordered):
+    """A filter keeping many separate runs of rows (or a file not sorted by symbol) copies the
+    rows instead of slicing; the result is the same as filtering the whole read."""
+    rng = np.random.default_rng(6)
+    syms = [f"S{i:03d}" for i in range(150)]
+    n = 6000
+    s = rng.choice(syms, n)
+    t = np.sort(rng.integers(0, 10**9, n)) * 1000
+    if not time_ordered:
+        o = np.lexsort((t, s))
+        s, t = s[o], t[o]
+    d = tmp_path / f"date={DAY}"
+    d.mkdir()
+    pq.write_table(_ticks(t, s, rng.uniform(1, 2, n), np.ones(n)), d / "part-0.parquet", row_group_size=700)
+    store = TickStore(tmp_path)
+    full = store.read_day(DAY)
+    assert full.height == n and full.equals(full.sort(["symbol", "time"], maintain_order=True))
+    for subset in (syms[::2], syms[:3], syms[40:41] + syms[100:]):
+        assert store.read_day(DAY, symbols=subset).equals(full.filter(pl.col("symbol").is_in(subset))), subset
+
+
+def test_duplicates_in_a_large_same_time_group(tmp_path, caplog):
+    n = 100
+    rng = np.random.default_rng(7)
+    prices, sizes = rng.choice([10.0, 10.01], n), rng.choice([100.0, 200.0, 300.0], n)
+    write(tmp_path, _ticks(np.zeros(n), ["AAA"] * n, prices, sizes))
+    keys = list(zip(prices, sizes))
+    first = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    dup_rows = [i for i, k in enumerate(keys) if first[k] != i]
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        df = TickStore(tmp_path, duplicates="drop").read_day(DAY)
+    assert list(zip(df["price"], df["size"])) == list(first)
+    (rec,) = [r for r in caplog.records if r.name == LOGGER]
+    assert f"dropped {len(dup_rows)} duplicate ticks" in rec.getMessage() and f"row {dup_rows[0]})" in rec.getMessage()
+    with pytest.raises(TickDataError, match=rf"row {dup_rows[0]} duplicates .* row {first[keys[dup_rows[0]]]} ") as e:
+        TickStore(tmp_path, duplicates="error").read_day(DAY)
+    assert e.value.row == dup_rows[0]
+
+
+def test_duplicate_twin_at_nanosecond_precision(tmp_path):
+    """The row named as the duplicated one has the same time to the nanosecond."""
+    write(tmp_path, _ticks([1, 2, 2], ["AAA"] * 3, [10.0] * 3, [100.0] * 3))
+    with pytest.raises(TickDataError, match=r"row 2 duplicates .*part-0.parquet row 1 \(") as e:
+        TickStore(tmp_path, duplicates="error").read_day(DAY)
+    assert e.value.row == 2
+
+
+def test_order_is_checked_after_the_drops(tmp_path, caplog):
+    """A dropped tick is not the 'previous tick' of the order check; nulls and bad values are
+    dropped before, and the counts are of the ticks each step dropped."""
+    t = _ticks([0, 3, 2, 1, 5], ["AAA"] * 5, [10.0, -1.0, 10.0, 10.0, float("nan")], [1.0] * 5)
+    write(tmp_path, t)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        df = TickStore(tmp_path).read_day(DAY)
+    assert df["time"].dt.nanosecond().to_list() == [0, 1, 2]
+    msgs = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(msgs) == 2 and "dropped 2 ticks with a non-positive, NaN or missing price" in msgs[0]
+    assert "1 ticks out of time order" in msgs[1] and "row 3, AAA" in msgs[1]
+
+
+def test_whole_day_read_is_contiguous(big):
+    """A whole-day read of one file: one chunk per column (the kernel of ``bars`` reads them as
+    zero-copy NumPy views), sorted, in the documented types."""
+    path, info = big
+    df = TickStore(path).read_day(info["dates"][2], columns=["price", "size", "bid", "ask", "exchange"])
+    assert all(s.n_chunks() == 1 for s in df.get_columns())
+    assert df.equals(df.sort(["symbol", "time"], maintain_order=True))
