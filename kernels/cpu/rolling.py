@@ -18,17 +18,17 @@ LLVM vectorises it across symbols. Three kinds of algorithm:
     the inf has left (the rare windows holding one, and overflowed sums, are resolved by a walk
     of the window). A run of equal values as long as the window's valid count (tracked as pandas
     does) gives exactly that value as the mean and the sum rounded once.
-  - ``ts_var``, ``ts_std``, ``ts_cov``, ``ts_corr``: sums of ``v - K`` and its squares / products,
-    with the anchor ``K`` moved to the window mean on every row (the sums are shifted by the exact
-    difference of the anchors; s2 is at its minimum over ``K`` there, so the shift's rounding
-    barely moves it), which keeps them the sums of a centred window however far the data drift
-    (1e6 + 1e-3 noise, random walks). A per-symbol budget bounds the rounding accumulated since
-    the sums were last computed from scratch; when ``eps * budget`` could reach ``_TOL`` of the
-    centred sum of squares (after ~5 * 10^4 rows of steady data, or when a window's variance
-    collapses, e.g. turns constant), that symbol's window is recomputed by an exact two-pass walk
-    about its mean. Results stay within ~1e-10 relative of an exact two-pass computation, the
-    variance of a constant window is exactly 0 and never negative, and a constant side makes
-    ``ts_cov`` exactly 0 and ``ts_corr`` NaN. Windows up to ``_DIRECT_MAX`` are computed directly.
+  - ``ts_var``, ``ts_std``, ``ts_cov``, ``ts_corr``: sums of ``v - K`` and its squares /
+    products about a per-symbol anchor ``K`` (var/std: fixed between re-anchorings; cov/corr:
+    moved to the window means every ``_RECENTRE`` rows), recomputed from scratch for all symbols
+    on a fixed cadence (amortised O(1)), with ``n S_dd - S_d^2`` forms (corr: one sqrt and one
+    division per cell). A per-symbol budget bounds the rounding accumulated since the last exact
+    computation; when it could reach ``_TOL`` of the centred sum of squares (a spike or level
+    shift that left the window, a window turned constant, an inf or overflow poisoning the
+    sums), that symbol's window is recomputed out of line by an exact two-pass walk. Results stay
+    within ~1e-10 relative of an exact two-pass computation, the variance of a constant window is
+    exactly 0 and never negative, and a constant side makes ``ts_cov`` exactly 0 and ``ts_corr``
+    NaN. Windows up to ``_DIRECT_MAX`` are computed directly. See the section comment.
 
 * van Herk / Gil-Werman blocks (``ts_min``, ``ts_max``, ``ts_argmin``, ``ts_argmax``): the
   window ending in a block of ``window`` rows is a suffix of the previous block plus a prefix of
@@ -251,127 +251,252 @@ def ts_mean(x, window, min_periods, out):
 
 
 # ----------------------------------------------------------------------------------------------
-# var / std: anchored moments, re-centred every row, exact recompute on an error budget
+# var / std / cov / corr: running sums about a per-symbol anchor
+#
+# Numerical scheme:
+#
+# * The sums are of ``d = v - K`` over the window's valid values (pairs for cov / corr). For
+#   var / std the anchor ``K`` of a symbol is fixed between re-anchorings, so a value enters and
+#   leaves with the same rounded ``d`` and the sums are exact sums of those ``d`` up to the
+#   rounding of the running additions. For cov / corr the anchors move to the window means every
+#   ``_RECENTRE`` rows (``K' = K + S_d / n``, the sums shifted by the exact difference
+#   ``K' - K``): the co-moment ``n S_xy - S_x S_y`` cancels ``n^2 (mean_x - K_x)(mean_y - K_y)``,
+#   so with a fixed anchor on drifting data (random walks) its rounding grew with the distance
+#   travelled since the last re-anchoring (measured: up to ~2e-12 absolute in corr, ~10x the old
+#   per-row re-centring; with the anchors following the means it is back to ~1e-13).
+# * Re-anchoring / exact recomputation on a cadence, for all symbols at once (vectorised passes
+#   over the window's rows, amortised O(1)): this drops the rounding accumulated so far, which a
+#   per-row error bound would otherwise carry for ever (the old kernels never reset it: a budget
+#   that only grows made the guard fire more and more often, e.g. on NaN-free data with spikes:
+#   ts_std 54 -> 123 ms, ts_corr 107 -> 214 ms with 1% of a random walk set to 0). var / std
+#   reset every ``_RESET_WINDOWS`` windows (their fixed anchors drift); cov / corr every
+#   ``_RESET_LONG`` windows, or ``_RESET_WINDOWS`` while walks are frequent (spiky data: each
+#   spike's rounding stays in the budget until the next exact computation).
+# * The results use ``n S_dd - S_d^2`` (``n`` times the centred sum of squares, no division by
+#   ``n``); corr is ``(n S_xy - S_x S_y) / sqrt((n S_xx - S_x^2)(n S_yy - S_y^2))``: one sqrt and
+#   one division per cell (the old two sqrt and two divisions kept the divider busy ~5 cycles a
+#   cell). The product must stay a normal float64 (both variances non-zero and the data not
+#   below ~1e-75 or above ~1e75 in scale), otherwise the cell goes to the walk (two sqrt).
+# * Guard: a per-symbol budget accumulates ``_BUDGET * S_dd`` each row since the last exact
+#   computation (about eight roundings of the largest partial sum per row), so when
+#   ``budget * n <= n S_dd - S_d^2`` the sums are within ``_TOL`` of exact. Otherwise (a spike or
+#   level shift that left the window, a window turned constant, an inf or overflow poisoning the
+#   sums, which are NaN / inf then) the budget is marked NaN and that symbol's window is
+#   recomputed out of line by an exact two-pass walk about its mean (``_var_walk`` /
+#   ``_cov_walk``, which copy the column first: independent strided loads), which also
+#   re-anchors it. The hot loop counts the marked symbols and keeps the last one, so the repair
+#   needs no scan of the row.
+# * ±inf are not counted separately: they poison the running sums (inf, then NaN when they
+#   leave), which the guard sends to the walk; the walk gives NaN while an inf is in the window
+#   and leaves the sums poisoned, and computes them afresh once it has left.
+# * ``n`` counts the valid (non-NaN) values / pairs, ±inf included (``min_periods``); with no inf
+#   in the window it is the count of the finite ones the sums hold.
+# * The kernels are compiled with FMA contraction; the bounds hold either way.
+# Results stay within ~1e-10 relative of an exact two-pass computation (of the variances; for
+# corr / cov near 0, ~1e-13 of sqrt(var_x var_y)); constant windows give an exact 0 variance /
+# covariance (the walk's anchor is the newest value, so every ``d`` is 0) and a NaN correlation.
+
+_RESET_WINDOWS = 4     # reset cadence in windows (var / std; cov / corr on spiky data) ...
+_RESET_LONG = 16       # ... and for cov / corr otherwise
+_RESET_MIN = 128       # at least this many rows between resets
+_RECENTRE = 4          # cov / corr: anchors moved to the window means every this many rows
+
+# corr: the product of the two scaled variances must stay a normal float64 (data below ~1e-75
+# or above ~1e75 in scale); otherwise the cell goes to the walk, which takes two square roots.
+_TINY = 1e-290
+_HUGE = 1e290
+
+
+@kernel(inline="always")
+def _reset_period(window):
+    return max(_RESET_WINDOWS * window, _RESET_MIN)
+
+
+@kernel(inline="always")
+def _fresh_budget(window):
+    """Budget factor of freshly computed sums: a sequential sum of ``window`` terms may round
+    ``window / 2`` times its total, the running update ~8 times per row."""
+    return _BUDGET * max(1.0, window / 16.0)
 
 
 @kernel
-def _var_window(x, t, window, j):
-    """Exact sums of symbol ``j``'s window about its mean, walking the column: returns
-    ``(mean, sum d, sum d^2)`` with ``d = v - mean`` over the finite values.
-
-    The mean is ``K0 + sum(v - K0) / n`` with ``K0`` the newest finite value, so a constant
-    window has mean exactly ``K0`` and sums exactly 0."""
+def _var_walk(x, t, window, j, buf):
+    """Symbol ``j``'s window walked exactly: ``(has_inf, n, mean, sum d, sum d^2)`` with
+    ``d = v - mean`` over the finite values. The mean is ``K0 + sum(v - K0) / n`` with ``K0`` the
+    newest finite value, so a constant window has mean exactly ``K0`` and sums exactly 0. The
+    column is copied to ``buf`` first (independent strided loads, then passes in L1)."""
     t0 = max(0, t - window + 1)
+    m = t + 1 - t0
+    for i in range(m):
+        buf[i] = np.float64(x[t0 + i, j])
     k0 = 0.0
     n = 0.0
-    for k in range(t, t0 - 1, -1):
-        v = np.float64(x[k, j])
-        if v - v == 0.0:
-            if n == 0.0:
-                k0 = v
-            n += 1.0
-    if n == 0.0:
-        return 0.0, 0.0, 0.0
+    has_inf = False
+    for i in range(m):
+        v = buf[i]
+        fin = v - v == 0.0
+        k0 = v if fin else k0
+        n += 1.0 if fin else 0.0
+        has_inf = has_inf | ((v == v) & (not fin))
+    if n == 0.0 or has_inf:
+        return has_inf, n, k0, 0.0, 0.0
     acc = 0.0
-    for k in range(t0, t + 1):
-        v = np.float64(x[k, j])
-        if v - v == 0.0:
-            acc += v - k0
-    m = k0 + acc / n
+    for i in range(m):
+        v = buf[i]
+        acc += v - k0 if v - v == 0.0 else 0.0
+    mean = k0 + acc / n
     a = 0.0
     b = 0.0
-    for k in range(t0, t + 1):
-        v = np.float64(x[k, j])
-        if v - v == 0.0:
-            d = v - m
-            a += d
-            b += d * d
-    return m, a, b
+    for i in range(m):
+        v = buf[i]
+        d = v - mean if v - v == 0.0 else 0.0
+        a += d
+        b += d * d
+    return False, n, mean, a, b
 
 
 @kernel(inline="always")
-def _var_result(ssd, n, nfin, ninf, mp, take_sqrt):
-    ssd = ssd if ssd > 0.0 else 0.0       # never negative
-    var = ssd / (nfin - 1.0)
-    r = np.sqrt(var) if take_sqrt else var
-    ok = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
-    return r if ok else np.nan
+def _var_reset(x, t0, window, anchor, cnt, s1, s2, eb, wfac):
+    """Re-anchor every symbol and compute the sums of the window ending at row ``t0 - 1`` from
+    scratch. The anchor is the newest finite value of the window's last three rows, else the
+    oldest of rows ``t0 .. t0 + 3`` (those about to enter), else the old one: a value in (or next
+    to) the window, so the one-pass sums about it lose at most ~eps * window relative to the
+    centred sum."""
+    N = x.shape[1]
+    lo = max(0, t0 - window)
+    last = x.shape[0] - 1
+    for i in range(7):      # rows t0 + 3 .. t0, then t0 - 3 .. t0 - 1 (rows before lo repeat lo)
+        xk = x[min(last, t0 + 3 - i) if i < 4 else max(lo, t0 - 7 + i)]
+        for j in range(N):
+            v = np.float64(xk[j])
+            anchor[j] = v if v - v == 0.0 else anchor[j]
+    for j in range(N):
+        cnt[j] = 0.0
+        s1[j] = 0.0
+        s2[j] = 0.0
+    # four rows per pass over the sums (their loads and stores dominate a one-row pass)
+    k = lo
+    while k < t0:
+        xa = x[k]
+        xb = x[min(k + 1, t0 - 1)]
+        xc = x[min(k + 2, t0 - 1)]
+        xd = x[min(k + 3, t0 - 1)]
+        wb = 1.0 if k + 1 < t0 else 0.0   # rows past the window's end repeat its last: weight 0
+        wc = 1.0 if k + 2 < t0 else 0.0
+        wd = 1.0 if k + 3 < t0 else 0.0
+        for j in range(N):
+            kj = anchor[j]
+            va = np.float64(xa[j])
+            vb = np.float64(xb[j])
+            vc = np.float64(xc[j])
+            vd = np.float64(xd[j])
+            oa = va == va
+            ob = (vb == vb) & (wb > 0.0)
+            oc = (vc == vc) & (wc > 0.0)
+            od = (vd == vd) & (wd > 0.0)
+            da = va - kj if oa else 0.0
+            db = vb - kj if ob else 0.0
+            dc = vc - kj if oc else 0.0
+            dd = vd - kj if od else 0.0
+            cnt[j] += ((1.0 if oa else 0.0) + (1.0 if ob else 0.0)) + (
+                (1.0 if oc else 0.0) + (1.0 if od else 0.0))
+            s1[j] += (da + db) + (dc + dd)
+            s2[j] += (da * da + db * db) + (dc * dc + dd * dd)
+        k += 4
+    for j in range(N):
+        eb[j] = wfac * s2[j]
+
+
+@kernel
+def _var_fix(x, t, window, mp2, anchor, cnt, s1, s2, eb, o, take_sqrt, wfac, nbad, hi, buf):
+    """Walk the windows of the ``nbad`` symbols the running loop marked (NaN budget, result
+    needed), the last of them ``hi``."""
+    # the loop counted the marked symbols and kept the last one: walk down from there
+    # (usually a single symbol, no scan)
+    j = hi + 1
+    while nbad > 0 and j > 0:
+        j -= 1
+        if eb[j] == eb[j] or cnt[j] < mp2:
+            continue
+        nbad -= 1
+        has_inf, n, m, a, b = _var_walk(x, t, window, j, buf)
+        if has_inf:
+            # NaN while the inf is in the window; the sums stay poisoned (and marked) until then
+            s1[j] = np.nan
+            s2[j] = np.nan
+            o[j] = np.nan
+            continue
+        anchor[j] = m
+        s1[j] = a
+        s2[j] = b
+        eb[j] = wfac * b
+        ssd = b - a * a / n
+        var = (ssd if ssd > 0.0 else 0.0) / (n - 1.0)
+        o[j] = np.sqrt(var) if take_sqrt else var
 
 
 @kernel(inline="always")
-def _var_std(x, window, min_periods, out, take_sqrt):
+def _var_run(x, window, min_periods, out, take_sqrt):
     T, N = x.shape
-    anchor = np.zeros(N)  # K: the sums are of v - K over the window's finite values
-    s1 = np.zeros(N)
-    s2 = np.zeros(N)
-    budget = np.zeros(N)  # sum of the partial s2 since the sums were last computed from scratch
-    code = np.zeros(N)    # valid count + base * inf count
-    base = _count_base(window)
-    inv_base = 1.0 / base
+    anchor = np.zeros(N)  # K
+    cnt = np.zeros(N)     # valid values in the window
+    s1 = np.zeros(N)      # sum d, d = v - K over the finite values
+    s2 = np.zeros(N)      # sum d^2
+    eb = np.zeros(N)      # rounding budget (NaN: the symbol's window needs the walk)
+    buf = np.empty(max(1, min(window, T)))   # the walk's copy of a column
     nanrow = _nan_row(x)
-    mp = float(min_periods)
+    mp2 = float(max(min_periods, 2))
+    period = _reset_period(window)
+    wfac = _fresh_budget(window)
     for t in range(T):
+        if t % period == 0:
+            _var_reset(x, t, window, anchor, cnt, s1, s2, eb, wfac)
         xt = x[t]
         xo = _leaving(x, nanrow, t, window)
         o = out[t]
-        # First and last symbol to recompute: integer min/max reductions vectorise (a float one
-        # would not: no reassociation), and the scan after the loop stays short (scanning all
-        # symbols on every row with a recompute halved the kernel's speed).
-        lo = N
+        nbad = 0
         hi = -1
         for j in range(N):
             v = np.float64(xt[j])
             w = np.float64(xo[j])
             k = anchor[j]
-            dv = v - k if v - v == 0.0 else 0.0
-            dw = w - k if w - w == 0.0 else 0.0
+            okv = v == v
+            okw = w == w
+            dv = v - k if okv else 0.0
+            dw = w - k if okw else 0.0
+            n = cnt[j] + ((1.0 if okv else 0.0) - (1.0 if okw else 0.0))
             a = s1[j] + dv - dw
             b = s2[j] + dv * dv - dw * dw
-            c = code[j] + _fin_inf(v, base) - _fin_inf(w, base)
-            code[j] = c
-            ninf = np.floor(c * inv_base)
-            n = c - ninf * base
-            nfin = n - ninf
-            e = budget[j] + b
-            inv = 1.0 / nfin      # one division per cell (inf when empty, then masked)
-            # Re-centre on the window mean: K' = K + s1/n, with the sums shifted by the exact
-            # difference K' - K. s2 is at its minimum over K there, so the shift's own rounding
-            # barely moves it, and the sums stay those of a centred window however the data drift.
-            kn = k + (a * inv if nfin > 0.0 else 0.0)
-            kn = kn if kn - kn == 0.0 else 0.0     # after an overflow
-            da = kn - k
-            b = b - da * (2.0 * a - nfin * da)
-            a = a - nfin * da
-            empty = nfin == 0.0
-            a = 0.0 if empty else a
-            b = 0.0 if empty else b
-            e = 0.0 if empty else e
-            anchor[j] = kn
+            e = eb[j] + _BUDGET * b
+            cnt[j] = n
             s1[j] = a
             s2[j] = b
-            budget[j] = e
-            ssd = b - a * a * inv
-            o[j] = _var_result(ssd, n, nfin, ninf, mp, take_sqrt)
-            need = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
-            # recompute when the rounding bound may reach _TOL of the result (this includes a
-            # window that turned constant: ssd ~ 0 with a non-zero budget) or on overflow
-            bad = need & ((e * _BUDGET > ssd) | (ssd - ssd != 0.0))
-            lo = min(lo, j if bad else N)
+            vx = n * b - a * a       # n * centred sum of squares
+            r = vx / (n * n - n)
+            r = np.sqrt(r) if take_sqrt else r
+            need = n >= mp2
+            o[j] = r if need else np.nan
+            # written so that NaN (poisoned sums or budget) counts as bad; a negative vx always does
+            bad = need & ~(e * n - vx <= 0.0)
+            eb[j] = np.nan if bad else e
+            nbad += 1 if bad else 0
             hi = max(hi, j if bad else -1)
-        for j in range(lo, hi + 1):
-            c = code[j]
-            ninf = np.floor(c * inv_base)
-            n = c - ninf * base
-            nfin = n - ninf
-            ssd = s2[j] - s1[j] * s1[j] / nfin
-            if ((n >= mp) and (nfin >= 2.0) and (ninf == 0.0)
-                    and (budget[j] * _BUDGET > ssd or ssd - ssd != 0.0)):
-                m, a, b = _var_window(x, t, window, j)
-                anchor[j] = m
-                s1[j] = a
-                s2[j] = b
-                budget[j] = b
-                o[j] = _var_result(b - a * a / nfin, n, nfin, ninf, mp, take_sqrt)
+        if nbad > 0:
+            _var_fix(x, t, window, mp2, anchor, cnt, s1, s2, eb, o, take_sqrt, wfac, nbad, hi,
+                     buf)
+
+
+# The running kernels are compiled with FMA contraction (``a * b + c`` in one rounding): fewer
+# instructions in the hot loop and slightly smaller rounding errors; the error bounds above hold
+# either way. One specialisation per result kind keeps the hot loop free of untaken branches.
+@kernel(fastmath={"contract"})
+def _var_run_var(x, window, min_periods, out):
+    _var_run(x, window, min_periods, out, False)
+
+
+@kernel(fastmath={"contract"})
+def _var_run_std(x, window, min_periods, out):
+    _var_run(x, window, min_periods, out, True)
 
 
 @kernel
@@ -380,7 +505,7 @@ def ts_var(x, window, min_periods, out):
     if window <= _DIRECT_MAX:
         _moments(x, window, min_periods, out, 0)
     else:
-        _var_std(x, window, min_periods, out, False)
+        _var_run_var(x, window, min_periods, out)
 
 
 @kernel
@@ -389,7 +514,7 @@ def ts_std(x, window, min_periods, out):
     if window <= _DIRECT_MAX:
         _moments(x, window, min_periods, out, 1)
     else:
-        _var_std(x, window, min_periods, out, True)
+        _var_run_std(x, window, min_periods, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,31 +522,39 @@ def ts_std(x, window, min_periods, out):
 
 
 @kernel
-def _cov_window(x, y, t, window, j):
-    """Exact sums of symbol ``j``'s complete pairs about their means, walking the columns:
-    returns ``(mx, my, sx, sy, sxx, syy, sxy)`` (see ``_var_window``)."""
+def _cov_walk(x, y, t, window, j, buf):
+    """Symbol ``j``'s complete pairs walked exactly (see ``_var_walk``; ``buf`` has two rows):
+    returns ``(has_inf, n, mx, my, sx, sy, sxx, syy, sxy)`` about the means of the finite
+    pairs."""
     t0 = max(0, t - window + 1)
+    m = t + 1 - t0
+    bx = buf[0]
+    by = buf[1]
+    for i in range(m):
+        bx[i] = np.float64(x[t0 + i, j])
+        by[i] = np.float64(y[t0 + i, j])
     kx = 0.0
     ky = 0.0
     n = 0.0
-    for k in range(t, t0 - 1, -1):
-        u = np.float64(x[k, j])
-        v = np.float64(y[k, j])
-        if (u - u == 0.0) and (v - v == 0.0):
-            if n == 0.0:
-                kx = u
-                ky = v
-            n += 1.0
-    if n == 0.0:
-        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    has_inf = False
+    for i in range(m):
+        u = bx[i]
+        v = by[i]
+        fin = (u - u == 0.0) & (v - v == 0.0)
+        kx = u if fin else kx
+        ky = v if fin else ky
+        n += 1.0 if fin else 0.0
+        has_inf = has_inf | ((u == u) & (v == v) & (not fin))
+    if n == 0.0 or has_inf:
+        return has_inf, n, kx, ky, 0.0, 0.0, 0.0, 0.0, 0.0
     ax = 0.0
     ay = 0.0
-    for k in range(t0, t + 1):
-        u = np.float64(x[k, j])
-        v = np.float64(y[k, j])
-        if (u - u == 0.0) and (v - v == 0.0):
-            ax += u - kx
-            ay += v - ky
+    for i in range(m):
+        u = bx[i]
+        v = by[i]
+        fin = (u - u == 0.0) & (v - v == 0.0)
+        ax += u - kx if fin else 0.0
+        ay += v - ky if fin else 0.0
     mx = kx + ax / n
     my = ky + ay / n
     sx = 0.0
@@ -429,157 +562,274 @@ def _cov_window(x, y, t, window, j):
     sxx = 0.0
     syy = 0.0
     sxy = 0.0
-    for k in range(t0, t + 1):
-        u = np.float64(x[k, j])
-        v = np.float64(y[k, j])
-        if (u - u == 0.0) and (v - v == 0.0):
-            du = u - mx
-            dv = v - my
-            sx += du
-            sy += dv
-            sxx += du * du
-            syy += dv * dv
-            sxy += du * dv
-    return mx, my, sx, sy, sxx, syy, sxy
+    for i in range(m):
+        u = bx[i]
+        v = by[i]
+        fin = (u - u == 0.0) & (v - v == 0.0)
+        du = u - mx if fin else 0.0
+        dv = v - my if fin else 0.0
+        sx += du
+        sy += dv
+        sxx += du * du
+        syy += dv * dv
+        sxy += du * dv
+    return False, n, mx, my, sx, sy, sxx, syy, sxy
 
 
 @kernel(inline="always")
-def _cov_result(vx, vy, cxy, n, nfin, ninf, mp, corr):
-    """cov / corr from the centred sums ``vx = sum dx^2``, ``vy``, ``cxy = sum dx dy``."""
-    ok = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
-    if corr:
-        r = cxy / (np.sqrt(vx) * np.sqrt(vy))    # vx * vy could under/overflow
-        r = r if r < 1.0 else 1.0       # clip; NaN passes through both selects
-        r = r if r > -1.0 else -1.0
-        r = r if r == r else np.nan
-        ok = ok & (vx > 0.0) & (vy > 0.0)
+def _cov_pair(u, v, kx, ky, ok):
+    du = u - kx if ok else 0.0
+    dv = v - ky if ok else 0.0
+    return du, dv
+
+
+@kernel(inline="always")
+def _cov_reset(x, y, t0, window, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, wfac):
+    """``_var_reset`` for pairs. The running loop keeps the anchors at the window means, so they
+    are kept (a non-finite one, left by an overflow, is reset to 0); at the start of the block
+    they come from the first finite pair of rows 0 .. 3."""
+    N = x.shape[1]
+    lo = max(0, t0 - window)
+    last = x.shape[0] - 1
+    if t0 == 0:
+        for i in range(4):      # rows 3 .. 0: the oldest finite pair wins
+            k = min(last, 3 - i)
+            xk = x[k]
+            yk = y[k]
+            for j in range(N):
+                u = np.float64(xk[j])
+                v = np.float64(yk[j])
+                fin = (u - u == 0.0) & (v - v == 0.0)
+                kx[j] = u if fin else kx[j]
+                ky[j] = v if fin else ky[j]
     else:
-        r = cxy / (nfin - 1.0)
-    return r if ok else np.nan
+        for j in range(N):
+            a = kx[j]
+            b = ky[j]
+            kx[j] = a if a - a == 0.0 else 0.0
+            ky[j] = b if b - b == 0.0 else 0.0
+    for j in range(N):
+        cnt[j] = 0.0
+        sx[j] = 0.0
+        sy[j] = 0.0
+        sxx[j] = 0.0
+        syy[j] = 0.0
+        sxy[j] = 0.0
+    # two rows per pass over the sums
+    k = lo
+    while k < t0:
+        xa = x[k]
+        ya = y[k]
+        xb = x[min(k + 1, t0 - 1)]
+        yb = y[min(k + 1, t0 - 1)]
+        wb = 1.0 if k + 1 < t0 else 0.0
+        for j in range(N):
+            a = kx[j]
+            b = ky[j]
+            ua = np.float64(xa[j])
+            va = np.float64(ya[j])
+            ub = np.float64(xb[j])
+            vb = np.float64(yb[j])
+            oa = (ua == ua) & (va == va)
+            ob = (ub == ub) & (vb == vb) & (wb > 0.0)
+            dua, dva = _cov_pair(ua, va, a, b, oa)
+            dub, dvb = _cov_pair(ub, vb, a, b, ob)
+            cnt[j] += (1.0 if oa else 0.0) + (1.0 if ob else 0.0)
+            sx[j] += dua + dub
+            sy[j] += dva + dvb
+            sxx[j] += dua * dua + dub * dub
+            syy[j] += dva * dva + dvb * dvb
+            sxy[j] += dua * dva + dub * dvb
+        k += 2
+    for j in range(N):
+        ebx[j] = wfac * sxx[j]
+        eby[j] = wfac * syy[j]
+
+
+@kernel
+def _cov_fix(x, y, t, window, mp2, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, o, corr,
+             wfac, nbad, hi, buf):
+    """Walk the windows of the ``nbad`` symbols the running loop marked (NaN ``ebx``, result
+    needed), the last of them ``hi``."""
+    # the loop counted the marked symbols and kept the last one: walk down from there
+    # (usually a single symbol, no scan)
+    j = hi + 1
+    while nbad > 0 and j > 0:
+        j -= 1
+        if ebx[j] == ebx[j] or cnt[j] < mp2:
+            continue
+        nbad -= 1
+        has_inf, n, mx, my, a, b, aa, bb, ab = _cov_walk(x, y, t, window, j, buf)
+        if has_inf:
+            sx[j] = np.nan
+            sy[j] = np.nan
+            sxx[j] = np.nan
+            syy[j] = np.nan
+            sxy[j] = np.nan
+            o[j] = np.nan
+            continue
+        kx[j] = mx
+        ky[j] = my
+        sx[j] = a
+        sy[j] = b
+        sxx[j] = aa
+        syy[j] = bb
+        sxy[j] = ab
+        ebx[j] = wfac * aa
+        eby[j] = wfac * bb
+        vx = aa - a * a / n
+        vy = bb - b * b / n
+        cxy = ab - a * b / n
+        if corr:
+            if vx > 0.0 and vy > 0.0:
+                r = cxy / (np.sqrt(vx) * np.sqrt(vy))     # vx * vy could under/overflow
+                r = min(1.0, max(-1.0, r))
+            else:
+                r = np.nan
+        else:
+            r = cxy / (n - 1.0)
+        o[j] = r
 
 
 @kernel(inline="always")
-def _cov_corr(x, y, window, min_periods, out, corr):
+def _cov_row(xt, yt, xo, yo, o, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, mp2, corr, recentre):
+    """One row of the running cov / corr; returns the number of symbols marked for the walk and
+    the last of them."""
+    nbad = 0
+    hi = -1
+    for j in range(xt.shape[0]):
+        u = np.float64(xt[j])
+        v = np.float64(yt[j])
+        p = np.float64(xo[j])
+        q = np.float64(yo[j])
+        okn = (u == u) & (v == v)
+        oko = (p == p) & (q == q)
+        a = kx[j]
+        b = ky[j]
+        du = u - a if okn else 0.0
+        dv = v - b if okn else 0.0
+        eu = p - a if oko else 0.0
+        ev = q - b if oko else 0.0
+        n = cnt[j] + ((1.0 if okn else 0.0) - (1.0 if oko else 0.0))
+        s1 = sx[j] + du - eu
+        s2 = sy[j] + dv - ev
+        q11 = sxx[j] + du * du - eu * eu
+        q22 = syy[j] + dv * dv - ev * ev
+        q12 = sxy[j] + du * dv - eu * ev
+        bx = ebx[j] + _BUDGET * q11
+        by = eby[j] + _BUDGET * q22
+        vx = n * q11 - s1 * s1      # n times the centred sums
+        vy = n * q22 - s2 * s2
+        cxy = n * q12 - s1 * s2
+        need = n >= mp2
+        if corr:
+            pr = vx * vy
+            r = cxy / np.sqrt(pr)
+            r = max(min(r, 1.0), -1.0)      # clip (vminpd / vmaxpd; r is finite where ok)
+            ok = need & (pr > 0.0)
+            # pr not a normal float64 while both variances are non-zero: to the walk
+            rng = (~(pr <= _HUGE)) | ((pr < _TINY) & (vx != 0.0) & (vy != 0.0))
+        else:
+            r = cxy / (n * n - n)
+            ok = need
+            rng = False
+        o[j] = r if ok else np.nan
+        # |error of cxy| <= eps * sqrt(bx * by) relative to sqrt(vx * vy): checking both sides
+        # covers it; a constant side (v ~ 0 with a budget) goes to the walk, which makes it 0
+        bad = need & ((~(bx * n - vx <= 0.0)) | (~(by * n - vy <= 0.0)) | rng)
+        if recentre:
+            # move the anchors to the window means: K' = K + S_d / n, the sums shifted by the
+            # exact difference K' - K (the co-moment's cancellation, and so its rounding, grows
+            # with the squared distance of K from the means); NaN / inf keep the old anchor
+            inv = 1.0 / n
+            ax = a + s1 * inv
+            ay = b + s2 * inv
+            ax = ax if ax - ax == 0.0 else a
+            ay = ay if ay - ay == 0.0 else b
+            hx = ax - a
+            hy = ay - b
+            t1 = s1 - n * hx
+            t2 = s2 - n * hy
+            q11 = q11 - hx * (s1 + t1)
+            q22 = q22 - hy * (s2 + t2)
+            q12 = q12 - hy * s1 - hx * t2
+            s1 = t1
+            s2 = t2
+            kx[j] = ax
+            ky[j] = ay
+        cnt[j] = n
+        sx[j] = s1
+        sy[j] = s2
+        sxx[j] = q11
+        syy[j] = q22
+        sxy[j] = q12
+        ebx[j] = np.nan if bad else bx
+        eby[j] = by
+        nbad += 1 if bad else 0
+        hi = max(hi, j if bad else -1)
+    return nbad, hi
+
+
+@kernel(inline="always")
+def _cov_run(x, y, window, min_periods, out, corr):
     T, N = x.shape
-    kx_ = np.zeros(N)   # anchors: the sums are of x - kx, y - ky over complete finite pairs
-    ky_ = np.zeros(N)
-    sx_ = np.zeros(N)
-    sy_ = np.zeros(N)
-    sxx_ = np.zeros(N)
-    syy_ = np.zeros(N)
-    sxy_ = np.zeros(N)
-    bx_ = np.zeros(N)   # rounding budgets of sxx and syy (see _var_std)
-    by_ = np.zeros(N)
-    code = np.zeros(N)  # complete pairs + base * pairs holding an inf
-    base = _count_base(window)
-    inv_base = 1.0 / base
+    kx = np.zeros(N)    # anchors: the sums are of x - kx, y - ky over complete pairs
+    ky = np.zeros(N)
+    cnt = np.zeros(N)   # complete (non-NaN) pairs in the window
+    sx = np.zeros(N)
+    sy = np.zeros(N)
+    sxx = np.zeros(N)
+    syy = np.zeros(N)
+    sxy = np.zeros(N)
+    ebx = np.zeros(N)   # rounding budgets of sxx and syy (NaN in ebx: needs the walk)
+    eby = np.zeros(N)
+    buf = np.empty((2, max(1, min(window, T))))   # the walk's copy of the columns
     nanrow = _nan_row(x)
     nanrow_y = _nan_row(y)
-    mp = float(min_periods)
+    mp2 = float(max(min_periods, 2))
+    wfac = _fresh_budget(window)
+    # Reset cadence, adapted to the data: the anchors follow the means, so the budgets grow
+    # slowly and long blocks need few walks; spiky data (each spike's rounding stays in the
+    # budget until the next exact computation) walks less with short blocks.
+    short = _reset_period(window)
+    long = max(_RESET_LONG * window, _RESET_MIN)
+    period = long
+    next_reset = 0
+    walks = 0
     for t in range(T):
+        if t == next_reset:
+            _cov_reset(x, y, t, window, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, wfac)
+            # walks per row in the block that ended: switch when one walk (~1 us) per row or
+            # more would be saved against the cost of the extra resets (~period / 5 row passes)
+            rate = walks / period
+            period = short if rate > 1.0 else (long if rate < 0.3 else period)
+            next_reset = t + period
+            walks = 0
         xt = x[t]
         yt = y[t]
         xo = _leaving(x, nanrow, t, window)
         yo = _leaving(y, nanrow_y, t, window)
         o = out[t]
-        lo = N      # first and last symbol to recompute (see _var_std)
-        hi = -1
-        for j in range(N):
-            u = np.float64(xt[j])
-            v = np.float64(yt[j])
-            p = np.float64(xo[j])
-            q = np.float64(yo[j])
-            new_ok = (u == u) & (v == v)
-            new_fin = (u - u == 0.0) & (v - v == 0.0)
-            old_ok = (p == p) & (q == q)
-            old_fin = (p - p == 0.0) & (q - q == 0.0)
-            kx = kx_[j]
-            ky = ky_[j]
-            dun = u - kx if new_fin else 0.0
-            dvn = v - ky if new_fin else 0.0
-            duo = p - kx if old_fin else 0.0
-            dvo = q - ky if old_fin else 0.0
-            sx = sx_[j] + dun - duo
-            sy = sy_[j] + dvn - dvo
-            sxx = sxx_[j] + dun * dun - duo * duo
-            syy = syy_[j] + dvn * dvn - dvo * dvo
-            sxy = sxy_[j] + dun * dvn - duo * dvo
-            c = code[j]
-            c += (1.0 if new_fin else 1.0 + base) if new_ok else 0.0
-            c -= (1.0 if old_fin else 1.0 + base) if old_ok else 0.0
-            code[j] = c
-            ninf = np.floor(c * inv_base)
-            n = c - ninf * base
-            nfin = n - ninf
-            ex = bx_[j] + sxx
-            ey = by_[j] + syy
-            inv = 1.0 / nfin
-            # re-centre both anchors on the window means (see _var_std)
-            pos = nfin > 0.0
-            kxn = kx + (sx * inv if pos else 0.0)
-            kyn = ky + (sy * inv if pos else 0.0)
-            kxn = kxn if kxn - kxn == 0.0 else 0.0     # after an overflow
-            kyn = kyn if kyn - kyn == 0.0 else 0.0
-            dx = kxn - kx
-            dy = kyn - ky
-            sxy = sxy - dy * sx - dx * sy + nfin * dx * dy
-            sxx = sxx - dx * (2.0 * sx - nfin * dx)
-            syy = syy - dy * (2.0 * sy - nfin * dy)
-            sx = sx - nfin * dx
-            sy = sy - nfin * dy
-            empty = nfin == 0.0
-            sx = 0.0 if empty else sx
-            sy = 0.0 if empty else sy
-            sxx = 0.0 if empty else sxx
-            syy = 0.0 if empty else syy
-            sxy = 0.0 if empty else sxy
-            ex = 0.0 if empty else ex
-            ey = 0.0 if empty else ey
-            kx_[j] = kxn
-            ky_[j] = kyn
-            sx_[j] = sx
-            sy_[j] = sy
-            sxx_[j] = sxx
-            syy_[j] = syy
-            sxy_[j] = sxy
-            bx_[j] = ex
-            by_[j] = ey
-            vx = sxx - sx * sx * inv
-            vy = syy - sy * sy * inv
-            o[j] = _cov_result(vx, vy, sxy - sx * sy * inv, n, nfin, ninf, mp, corr)
-            need = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
-            # |error of sxy| <= eps * sqrt(ex * ey) relative to sqrt(vx * vy): checking both
-            # sides covers it; a constant side (v ~ 0, budget > 0) is recomputed to exactly 0
-            bad = (ex * _BUDGET > vx) | (ey * _BUDGET > vy) | (vx - vx != 0.0) | (vy - vy != 0.0)
-            bad = need & bad
-            lo = min(lo, j if bad else N)
-            hi = max(hi, j if bad else -1)
-        if hi >= 0:
-            # recompute the symbols whose rounding bound is too large
-            for j in range(lo, hi + 1):
-                c = code[j]
-                ninf = np.floor(c * inv_base)
-                n = c - ninf * base
-                nfin = n - ninf
-                sx = sx_[j]
-                sy = sy_[j]
-                vx = sxx_[j] - sx * sx / nfin
-                vy = syy_[j] - sy * sy / nfin
-                if ((n >= mp) and (nfin >= 2.0) and (ninf == 0.0)
-                        and (bx_[j] * _BUDGET > vx or by_[j] * _BUDGET > vy
-                             or vx - vx != 0.0 or vy - vy != 0.0)):
-                    mx, my, sx, sy, sxx, syy, sxy = _cov_window(x, y, t, window, j)
-                    kx_[j] = mx
-                    ky_[j] = my
-                    sx_[j] = sx
-                    sy_[j] = sy
-                    sxx_[j] = sxx
-                    syy_[j] = syy
-                    sxy_[j] = sxy
-                    bx_[j] = sxx
-                    by_[j] = syy
-                    o[j] = _cov_result(sxx - sx * sx / nfin, syy - sy * sy / nfin,
-                                       sxy - sx * sy / nfin, n, nfin, ninf, mp, corr)
+        if t % _RECENTRE == _RECENTRE - 1:
+            nbad, hi = _cov_row(xt, yt, xo, yo, o, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, mp2,
+                            corr, True)
+        else:
+            nbad, hi = _cov_row(xt, yt, xo, yo, o, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, mp2,
+                            corr, False)
+        if nbad > 0:
+            _cov_fix(x, y, t, window, mp2, kx, ky, cnt, sx, sy, sxx, syy, sxy, ebx, eby, o, corr,
+                     wfac, nbad, hi, buf)
+            walks += nbad
+
+
+@kernel(fastmath={"contract"})
+def _cov_run_cov(x, y, window, min_periods, out):
+    _cov_run(x, y, window, min_periods, out, False)
+
+
+@kernel(fastmath={"contract"})
+def _cov_run_corr(x, y, window, min_periods, out):
+    _cov_run(x, y, window, min_periods, out, True)
 
 
 @kernel
@@ -589,7 +839,7 @@ def ts_cov(x, y, window, min_periods, out):
     if window <= _DIRECT_MAX:
         _cov_direct(x, y, window, min_periods, out, False)
     else:
-        _cov_corr(x, y, window, min_periods, out, False)
+        _cov_run_cov(x, y, window, min_periods, out)
 
 
 @kernel
@@ -599,7 +849,7 @@ def ts_corr(x, y, window, min_periods, out):
     if window <= _DIRECT_MAX:
         _cov_direct(x, y, window, min_periods, out, True)
     else:
-        _cov_corr(x, y, window, min_periods, out, True)
+        _cov_run_corr(x, y, window, min_periods, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -973,6 +1223,20 @@ def _moments(x, window, min_periods, out, kind):
                         r = np.sqrt(n * (n - 1.0)) * m3 / ((n - 2.0) * m2 * np.sqrt(m2))
                     ok = (cnt >= mp) & (n >= need) & (ninf == 0.0) & (m2 > 0.0)
                 o[j] = r if ok else np.nan
+
+
+@kernel(inline="always")
+def _cov_result(vx, vy, cxy, n, nfin, ninf, mp, corr):
+    """cov / corr from the centred sums ``vx = sum dx^2``, ``vy``, ``cxy = sum dx dy``."""
+    ok = (n >= mp) & (nfin >= 2.0) & (ninf == 0.0)
+    if corr:
+        r = cxy / (np.sqrt(vx) * np.sqrt(vy))    # vx * vy could under/overflow
+        r = r if r < 1.0 else 1.0       # clip (NaN does not reach here: ok needs vx, vy > 0)
+        r = r if r > -1.0 else -1.0
+        ok = ok & (vx > 0.0) & (vy > 0.0)
+    else:
+        r = cxy / (nfin - 1.0)
+    return r if ok else np.nan
 
 
 @kernel(inline="always")
