@@ -150,14 +150,15 @@ class LocalProgram:
     trimmable: frozenset = frozenset()  # element-wise output slots no instruction reads
 
 
-def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols: int, dtype_str: str, *blocks):
+def run_local(program: LocalProgram, layouts: tuple, edges: tuple, rows: int, cols: int, dtype_str: str, *blocks):
     """Evaluate a fused local stage for one block; returns ``(n_outputs, rows, cols)``.
 
-    ``skip`` is the number of halo rows at the top of every assembled input; the output holds
-    the rows after them.
+    ``edges = (skip, tail)``: every assembled input has ``skip`` halo rows above the block's
+    ``rows`` and ``tail`` rows after them (operators reading later rows, ``lead``); the output
+    holds the block's rows only.
     """
     out = np.empty((len(program.outputs), rows, cols), np.dtype(dtype_str))
-    _run_local(program, layouts, skip, rows, cols, out, blocks)
+    _run_local(program, layouts, edges, rows, cols, out, blocks)
     return out
 
 
@@ -166,20 +167,22 @@ def run_local(program: LocalProgram, layouts: tuple, skip: int, rows: int, cols:
 TARGETS: dict[str, np.ndarray] = {}
 
 
-def run_local_into(token: str, r0: int, c0: int, program: LocalProgram, layouts: tuple, skip: int, rows: int,
+def run_local_into(token: str, r0: int, c0: int, program: LocalProgram, layouts: tuple, edges: tuple, rows: int,
                    cols: int, dtype_str: str, *blocks) -> None:
     """Like :func:`run_local`, writing the block straight into ``TARGETS[token][:, r0:, c0:]``."""
     target = TARGETS[token]
-    _run_local(program, layouts, skip, rows, cols, target[:, r0:r0 + rows, c0:c0 + cols], blocks)
+    _run_local(program, layouts, edges, rows, cols, target[:, r0:r0 + rows, c0:c0 + cols], blocks)
 
 
-def _run_local(program, layouts, skip, rows, cols, out, blocks):
+def _run_local(program, layouts, edges, rows, cols, out, blocks):
+    skip, tail = edges
     dtype = out.dtype
     owned: list[np.ndarray] = []
     slots: list = [None] * program.n_slots
     for k, layout in enumerate(layouts):
         slots[k] = assemble(blocks, layout, dtype, owned)
-    full_rows = rows + skip
+    full_rows = rows + skip + tail
+    stop = skip + rows
     # Outputs written by their kernel straight into the output block, saving a copy per output:
     # element-wise outputs that nothing else reads are computed on the rows after the halo only;
     # other outputs when there is no halo to trim and the block is contiguous.
@@ -187,7 +190,7 @@ def _run_local(program, layouts, skip, rows, cols, out, blocks):
     contiguous = all(o.flags.c_contiguous for o in out)
     for pos, (what, v) in enumerate(program.outputs):
         if what == "slot" and v >= program.n_inputs and v not in direct:
-            if v in program.trimmable or (skip == 0 and contiguous):
+            if v in program.trimmable or (skip == 0 and tail == 0 and contiguous):
                 direct[v] = pos
     temps: dict[int, np.ndarray] = {}
     with np.errstate(all="ignore"):
@@ -202,8 +205,8 @@ def _run_local(program, layouts, skip, rows, cols, out, blocks):
                 args = [a if isinstance(a, np.ndarray) else np.full((full_rows, cols), a, dtype) for a in args]
             if ins.out in direct:
                 dest = out[direct[ins.out]]
-                if skip and ins.kind == "elementwise":
-                    args = [a[skip:] if isinstance(a, np.ndarray) else a for a in args]
+                if (skip or tail) and ins.kind == "elementwise":
+                    args = [a[skip:stop] if isinstance(a, np.ndarray) else a for a in args]
             else:
                 dest = _arena.take((full_rows, cols), dtype)
                 temps[ins.out] = dest
@@ -219,7 +222,7 @@ def _run_local(program, layouts, skip, rows, cols, out, blocks):
             elif direct.get(v) == pos:
                 continue
             else:
-                out[pos] = slots[v][skip:]
+                out[pos] = slots[v][skip:stop]
     for a in temps.values():
         _arena.give(a)
     for a in owned:
@@ -231,11 +234,16 @@ def _run_local(program, layouts, skip, rows, cols, out, blocks):
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BarrierProgram:
-    """Barrier operators of one kind and level: ``ops[k] = (kernel, params, state_init, input)``
-    where ``input`` indexes the task's layouts."""
+    """Barrier operators of one kind and level: ``ops[k] = (kernel, params, state_init, inputs)``
+    where each of ``inputs`` indexes the task's layouts or is ``("const", value)``."""
 
     ops: tuple
     backend: str = "cpu"
+
+
+def _barrier_args(inputs, srcs, rows, cols, dtype) -> list:
+    """The operator's series arguments: an input layout index, or ``("const", v)`` broadcast."""
+    return [inputs[s] if not isinstance(s, tuple) else np.full((rows, cols), s[1], dtype) for s in srcs]
 
 
 def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int, dtype_str: str, prev, *blocks):
@@ -254,8 +262,8 @@ def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int,
                 state = kernel(state_init, program.backend)(cols)
             else:
                 state = prev[1][k].copy()
-            x = inputs[inp] if not isinstance(inp, tuple) else np.full((rows, cols), inp[1], dtype)
-            kernel(kname, program.backend)(x, *params, state, out[k])
+            xs = _barrier_args(inputs, inp, rows, cols, dtype)
+            kernel(kname, program.backend)(*xs, *params, state, out[k])
             states.append(state)
     for a in owned:
         _arena.give(a)
@@ -270,8 +278,8 @@ def run_cross_section(program: BarrierProgram, layouts: tuple, rows: int, cols: 
     out = np.empty((len(program.ops), rows, cols), dtype)
     with np.errstate(all="ignore"):
         for k, (kname, params, _, inp) in enumerate(program.ops):
-            x = inputs[inp] if not isinstance(inp, tuple) else np.full((rows, cols), inp[1], dtype)
-            kernel(kname, program.backend)(x, *params, out[k])
+            xs = _barrier_args(inputs, inp, rows, cols, dtype)
+            kernel(kname, program.backend)(*xs, *params, out[k])
     for a in owned:
         _arena.give(a)
     return out

@@ -153,12 +153,14 @@ def build_graph(plan: Plan, panel):
             for i in range(nt):
                 r0, r1 = toff[i], toff[i + 1]
                 skip = min(stage.halo, r0)
+                tail = min(stage.ahead, T - r1)
                 for j in range(ns):
                     c0, c1 = soff[j], soff[j + 1]
                     args: list = []
                     index: dict = {}
-                    layouts = tuple(where[m].layout(r0 - skip, r1, c0, c1, args, index) for m in stage.inputs)
-                    dsk[(name, 0, i, j)] = (run_local, program, layouts, skip, r1 - r0, c1 - c0, dtype_str, *args)
+                    layouts = tuple(where[m].layout(r0 - skip, r1 + tail, c0, c1, args, index) for m in stage.inputs)
+                    dsk[(name, 0, i, j)] = (run_local, program, layouts, (skip, tail), r1 - r0, c1 - c0, dtype_str,
+                                            *args)
                     if stage.final:
                         origins[(name, 0, i, j)] = (r0, c0)
             if stage.final:
@@ -242,7 +244,6 @@ def _barrier_program(plan: Plan, stage) -> BarrierProgram:
     for m in stage.nodes:
         n = nodes[m]
         op = n.factor.operator
-        (a,) = n.args
-        src = ("const", nodes[a].params[0]) if nodes[a].kind == "const" else pos[a]
-        ops.append((op.kernel, op.kernel_params(n.params), op.state, src))
+        srcs = tuple(("const", nodes[a].params[0]) if nodes[a].kind == "const" else pos[a] for a in n.args)
+        ops.append((op.kernel, op.kernel_params(n.params), op.state, srcs))
     return BarrierProgram(tuple(ops), plan.backend)

@@ -53,6 +53,7 @@ class Node:
     level: int = 0
     stage: int = -1  # local nodes: index of the local stage level they run in
     own_lookback: int = 0
+    own_lookahead: int = 0
     consumers: list[int] = field(default_factory=list)
     materialized: bool = False
 
@@ -78,6 +79,7 @@ class LocalStage:
     halo: int
     final: bool = False
     kind: str = "local"
+    ahead: int = 0  # rows after each block the stage reads (lead)
 
     @property
     def outputs(self) -> list[int]:
@@ -140,6 +142,11 @@ class Plan:
         """Longest history any requested factor reads."""
         return max((self.nodes[r].factor.lookback for r in self.roots), default=0)
 
+    @property
+    def lookahead(self) -> int:
+        """Longest look into later rows (``lead``) of any requested factor; usually 0."""
+        return max((self.nodes[r].factor.lookahead for r in self.roots), default=0)
+
     def summary(self) -> dict:
         ops = [n for n in self.nodes if n.kind not in ("field", "const")]
         return {
@@ -152,6 +159,7 @@ class Plan:
                        "symbol": self.schunks[0] if self.schunks else 0},
             "grid": self.grid,
             "lookback": self.lookback,
+            "lookahead": self.lookahead,
         }
 
     def __str__(self) -> str:
@@ -166,7 +174,7 @@ class Plan:
             f"  operator nodes: {self.n_factor_nodes} in the formulas, {len(ops)} distinct after CSE",
             f"  chunks: time={_fmt_chunks(self.tchunks)} x symbol={_fmt_chunks(self.schunks)} "
             f"-> {nt} x {ns} = {nt * ns} blocks",
-            f"  longest lookback: {self.lookback} rows",
+            f"  longest lookback: {self.lookback} rows" + (f", lookahead: {self.lookahead} rows" if self.lookahead else ""),
             f"  stages ({len(self.stages)}), {self.n_tasks} tasks:",
         ]
         for i, s in enumerate(self.stages):
@@ -175,7 +183,7 @@ class Plan:
                 what = "final local" if s.final else "local"
                 n_out = len(self.names) if s.final else len(s.targets)
                 lines.append(f"    [{i}] {what:<13} level {s.level}: {len(s.nodes)} fused ops, "
-                             f"halo {s.halo} rows, {len(s.inputs)} inputs -> {n_out} outputs, {tasks} tasks")
+                             f"halo {s.halo} rows{f' + {s.ahead} ahead' if s.ahead else ''}, {len(s.inputs)} inputs -> {n_out} outputs, {tasks} tasks")
                 for nid in s.nodes[:12]:
                     lines.append(f"          {self.nodes[nid].text}")
                 if len(s.nodes) > 12:
@@ -273,8 +281,9 @@ def make_plan(factors, shape: tuple[int, int], fields, dtype=np.float64, chunks=
         else:
             op = get_operator(f.op)
             kind, own = op.kind, op.lookback_of(f.params)
+        ahead = get_operator(f.op).lookahead_of(f.params) if kind == "window" else 0
         nid = len(nodes)
-        nodes.append(Node(nid, f, f.op, kind, args, f.params, own_lookback=own))
+        nodes.append(Node(nid, f, f.op, kind, args, f.params, own_lookback=own, own_lookahead=ahead))
         for a in args:
             nodes[a].consumers.append(nid)
         by_key[f.key] = nid
@@ -334,7 +343,8 @@ def make_plan(factors, shape: tuple[int, int], fields, dtype=np.float64, chunks=
         else:
             targets = [m for m in members if nodes[m].materialized]
         halo = _stage_halo(nodes, members, member_set)
-        stages.append(LocalStage(level, members, _unique(inputs), targets, halo, final))
+        ahead = _stage_halo(nodes, members, member_set, "own_lookahead")
+        stages.append(LocalStage(level, members, _unique(inputs), targets, halo, final, ahead=ahead))
 
     if chunks is None and prefer is not None and _grid_fits(prefer, stages):
         tchunks, schunks = prefer
@@ -360,18 +370,19 @@ def _unique(seq) -> list:
     return out
 
 
-def _stage_halo(nodes: list[Node], members: list[int], member_set: set[int]) -> int:
+def _stage_halo(nodes: list[Node], members: list[int], member_set: set[int], attr: str = "own_lookback") -> int:
+    """Longest chain of rows read before (``own_lookback``) or after (``own_lookahead``) a block."""
     path: dict[int, int] = {}
     for m in members:  # topological order
         n = nodes[m]
-        path[m] = n.own_lookback + max((path[a] for a in n.args if a in member_set), default=0)
+        path[m] = getattr(n, attr) + max((path[a] for a in n.args if a in member_set), default=0)
     return max(path.values(), default=0)
 
 
 def _grid_fits(grid, stages) -> bool:
     """A stored grid is adopted if its blocks are neither tiny, huge nor shorter than 4x any halo."""
     tchunks, schunks = grid
-    halo = max((s.halo for s in stages), default=0)
+    halo = max((s.halo + getattr(s, "ahead", 0) for s in stages), default=0)
     if any(t < 4 * halo for t in tchunks[:-1]):
         return False
     if any(s.kind == "cross_section" for s in stages) and len(schunks) > 1:
@@ -438,7 +449,7 @@ def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: i
         return ((T,) if T else (), (N,) if N else ())
     nthreads = nthreads or default_nthreads()
     cells = T * N
-    halo = max((s.halo for s in stages), default=0)
+    halo = max((s.halo + getattr(s, "ahead", 0) for s in stages), default=0)
     has_cs = any(s.kind == "cross_section" for s in stages)
     n_blocks = max(math.ceil(cells / TARGET_BLOCK_CELLS), min(2 * nthreads, cells // MIN_BLOCK_CELLS), 1)
     if n_blocks > nthreads:  # whole rounds: 5 blocks on 2 threads would leave one idle a third of the time

@@ -16,7 +16,7 @@ __all__ = ["sample_panel"]
 
 
 def sample_panel(n_times: int = 1000, n_symbols: int = 100, *, seed: int = 0, start: str = "2020-01-02",
-                 freq: str = "1D", missing: float = 0.002, dtype="float64") -> Panel:
+                 freq: str = "1D", missing: float = 0.002, dtype="float64", groups: bool = False) -> Panel:
     """Generate a reproducible daily OHLCV panel.
 
     Parameters
@@ -31,6 +31,11 @@ def sample_panel(n_times: int = 1000, n_symbols: int = 100, *, seed: int = 0, st
         A NumPy timedelta unit string (``"1D"``, ``"1m"`` for minutes, ``"1s"``).
     missing : float
         Fraction of isolated missing bars.
+    groups : bool
+        Also add ``cap`` (market capitalisation: close times a fixed share count) and the group
+        fields ``sector``, ``industry``, ``subindustry`` (integer codes, nested: 3 subindustries
+        per industry, 3 industries per sector; fixed over time, missing where the bar is), which
+        WorldQuant's Alpha101 reads as ``cap`` and ``IndClass.*``.
 
     Examples
     --------
@@ -73,6 +78,13 @@ def sample_panel(n_times: int = 1000, n_symbols: int = 100, *, seed: int = 0, st
         mask[s: s + rng.integers(1, 21), j] = True
     fields = {"open": open_, "high": high, "low": low, "close": close, "volume": volume, "vwap": vwap,
               "amount": amount}
+    if groups:
+        shares = np.round(np.exp(rng.normal(18, 1, N)))
+        sub = rng.integers(0, max(1, N // 4) if N >= 8 else 1, N).astype(np.float64)
+        fields["cap"] = close * shares
+        fields["subindustry"] = np.broadcast_to(sub, (T, N)).copy()
+        fields["industry"] = np.broadcast_to(sub // 3, (T, N)).copy()
+        fields["sector"] = np.broadcast_to(sub // 9, (T, N)).copy()
     for a in fields.values():
         a[mask] = np.nan
     times = _times(start, freq, T)

@@ -19,6 +19,8 @@ from .factors import (
     FactorTypeError,
     factor,
     field,
+    libraries,
+    library,
     operators,
 )
 from .engine import Panel, TickDataError, TickStore, compute, explain, generate_ticks, sample_panel
@@ -27,5 +29,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Panel", "TickDataError", "TickStore",
-    "cluster", "compute", "explain", "factor", "field", "generate_ticks", "operators", "sample_panel", "__version__",
+    "cluster", "compute", "explain", "factor", "field", "generate_ticks", "libraries", "library", "operators", "sample_panel", "__version__",
 ]

@@ -6,13 +6,15 @@ kernels by name only.
 from __future__ import annotations
 
 from .dialects import get_dialect, parse, register_dialect
+from . import dialect_qlib, dialect_wq  # noqa: F401,E402 - register the qlib and wq dialects
 from .errors import FactorError, FactorSyntaxError, FactorTypeError
 from .expr import Factor, field, lit
+from .libraries import libraries, library, library_text
 from .registry import Operator, get_operator, operators
 
 __all__ = [
     "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Operator", "factor", "field", "lit",
-    "operators", "get_operator", "parse", "get_dialect", "register_dialect",
+    "operators", "get_operator", "parse", "get_dialect", "register_dialect", "library", "libraries", "library_text",
 ]
 
 

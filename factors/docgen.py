@@ -5,6 +5,7 @@ page can never drift from what the parser accepts.
 """
 from __future__ import annotations
 
+from . import dialect_qlib, dialect_wq
 from .registry import REGISTRY, operator_names
 
 KIND_TITLES = {
@@ -19,7 +20,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _spelled(name: str, qlib: dict, wq: dict) -> str:
+    parts = [f"qlib `{_cell(s)}`" for s in qlib.get(name, [])] + [f"wq `{_cell(s)}`" for s in wq.get(name, [])]
+    return "<br>".join(parts) if parts else "-"
+
+
 def render() -> str:
+    qlib, wq = dialect_qlib.spellings(), dialect_wq.spellings()
     lines = [
         "# Operators",
         "",
@@ -33,23 +40,31 @@ def render() -> str:
         "(not chained), `+ -`, `* /`, unary `-`, `**` (right-associative). Comparisons and logic give",
         "1.0 / 0.0, NaN where an operand is NaN.",
         "",
+        "The `dialects` column gives the operator's spelling in the `qlib` and `wq` dialects, whose",
+        "policies (Qlib's `min_periods=1`, WorldQuant's floored windows...) are listed in",
+        "[dialects.md](dialects.md).",
+        "",
     ]
     infix = [REGISTRY[n] for n in sorted(REGISTRY) if REGISTRY[n].symbol]
-    lines += ["| operator | name | meaning |", "|---|---|---|"]
+    lines += ["| operator | name | meaning | dialects |", "|---|---|---|---|"]
     for op in infix:
-        lines.append(f"| `{_cell(op.symbol)}` | `{op.name}` | {_cell(op.doc)} |")
+        lines.append(f"| `{_cell(op.symbol)}` | `{op.name}` | {_cell(op.doc)} | {_spelled(op.name, qlib, wq)} |")
     lines.append("")
     for kind, title in KIND_TITLES.items():
-        lines += [f"## {title}", "", "| signature | lookback | kernel | meaning | example |", "|---|---|---|---|---|"]
+        lines += [f"## {title}", "", "| signature | lookback | kernel | meaning | example | dialects |",
+                  "|---|---|---|---|---|---|"]
         for name in operator_names():
             op = REGISTRY[name]
             if op.kind != kind:
                 continue
-            if op.kind == "window":
+            if op.reads_ahead:
+                lb = "0 (reads `periods` rows ahead)"
+            elif op.kind == "window":
                 lb = "window - 1" if op.params[0].check == "window" else "periods"
             else:
                 lb = "0"
-            lines.append(f"| `{op.signature}` | {lb} | `{op.kernel}` | {_cell(op.doc)} | `{_cell(op.example)}` |")
+            lines.append(f"| `{op.signature}` | {lb} | `{op.kernel}` | {_cell(op.doc)} | `{_cell(op.example)}` | "
+                         f"{_spelled(name, qlib, wq)} |")
         lines.append("")
     return "\n".join(lines)
 

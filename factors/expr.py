@@ -178,6 +178,13 @@ class Factor:
             object.__setattr__(self, "_lookback", lb)
         return lb
 
+    @property
+    def lookahead(self) -> int:
+        """Rows *after* the current row this factor reads (``lead``; 0 for most factors)."""
+        if self.op in ("field", "const"):
+            return 0
+        return self.operator.lookahead_of(self.params) + max((a.lookahead for a in self.args), default=0)
+
     # -- text ---------------------------------------------------------------------------------
     @property
     def canonical(self) -> str:

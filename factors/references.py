@@ -34,7 +34,8 @@ __all__ = [
     "ts_cov", "delay", "delta", "ema", "ewma", "cumsum", "cs_rank", "cs_zscore", "cs_demean",
     "cs_scale", "abs", "log", "sqrt", "exp", "sign", "power", "signed_power", "min", "max",
     "where", "add", "sub", "mul", "div", "neg", "lt", "le", "gt", "ge", "eq", "ne", "and_",
-    "or_", "not_",
+    "or_", "not_", "lead", "fill_nan", "mask", "ts_count", "ts_quantile", "ts_mad", "ts_wma", "ts_slope",
+    "ts_rsquare", "ts_resid", "cs_neutralize",
 ]
 
 # This module defines ``abs``, ``min`` and ``max``; internal code uses the builtins explicitly.
@@ -805,3 +806,143 @@ def not_(x):
     out = (a == 0).astype(np.float64)
     out[np.isnan(a)] = np.nan
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# operators added for the qlib / wq dialects
+# --------------------------------------------------------------------------------------------
+def lead(x, periods):
+    """Value ``periods`` rows *later*: ``out[t] = x[t + periods]``, NaN for the last rows (pandas
+    ``shift(-periods)``; Qlib ``Ref(x, -periods)``)."""
+    return delay(x, -int(periods))
+
+
+def mask(x, cond):
+    """``x`` where ``cond`` is 0 (false), NaN where ``cond`` is nonzero (true) or NaN."""
+    x, c = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(cond, dtype=np.float64))
+    return np.where(c == 0.0, x, np.nan)
+
+
+def fill_nan(x, value):
+    """``x`` with every NaN replaced by ``value``."""
+    a = np.array(x, dtype=np.float64, copy=True)
+    a[np.isnan(a)] = float(value)
+    return a
+
+
+def ts_count(x, window):
+    """Number of valid (non-NaN) values among the last ``window`` rows (rows before row 0 count
+    as missing: 0, 1, ... at the start; never NaN)."""
+    window, _ = _check_window(window, 0)
+    return _rolling(x, window, 0, lambda win, start, t: float(len(_valid(win))))
+
+
+def ts_quantile(x, window, q, min_periods=None):
+    """``q`` quantile of the valid values of the window with linear interpolation between the
+    order statistics ``v[floor(h)]`` and ``v[floor(h) + 1]``, ``h = q (n - 1)`` (NumPy's and
+    pandas' ``'linear'``), computed exactly and rounded once."""
+    q = float(q)
+
+    def fn(win, start, t):
+        v = sorted(_valid(win))
+        if not v:
+            return NAN
+        h = Fraction(q) * (len(v) - 1)
+        lo = int(math.floor(h))
+        hi = _bmin(lo + 1, len(v) - 1)
+        a, b = v[lo], v[hi]
+        if a == b or not (math.isfinite(a) and math.isfinite(b)):
+            return a if a == b else a + (b - a) * float(h - lo)
+        return float(Fraction(a) + (Fraction(b) - Fraction(a)) * (h - lo))
+
+    return _rolling(x, window, min_periods, fn)
+
+
+def ts_mad(x, window, min_periods=None):
+    """Mean absolute deviation ``mean(|v - mean(v)|)`` of the window's valid values (Qlib
+    ``Mad``), exact rational arithmetic rounded once."""
+    def fn(win, start, t):
+        v = _valid(win)
+        if not v:
+            return NAN
+        if not _all_finite(v):
+            return NAN
+        m = sum(Fraction(a) for a in v) / len(v)
+        return float(sum(_babs(Fraction(a) - m) for a in v) / len(v))
+
+    return _rolling(x, window, min_periods, fn)
+
+
+def ts_wma(x, window, min_periods=None, compat=False):
+    """Qlib ``WMA``: the window's rows ``start..t`` get weights ``1..n`` (``n = t - start + 1``,
+    the rows the window has), and the result is ``sum(w v) / sum(w)`` over the valid values
+    (exact, rounded once). ``compat=True`` is Qlib 0.9 verbatim: weights normalised over all
+    ``n`` rows, then ``nanmean`` of ``w v`` (microsoft/qlib#1993)."""
+    def fn(win, start, t):
+        n = t - start + 1
+        pairs = [(k + 1, float(win[k])) for k in range(n) if not math.isnan(win[k])]
+        if not pairs:
+            return NAN
+        if not _all_finite([v for _, v in pairs]):
+            return NAN if compat else _exact_sum([w * v for w, v in pairs]) / float(sum(w for w, _ in pairs))
+        num = sum(w * Fraction(v) for w, v in pairs)
+        if compat:
+            return float(num / (n * (n + 1) // 2) / len(pairs))
+        return float(num / sum(w for w, _ in pairs))
+
+    return _rolling(x, window, min_periods, fn)
+
+
+def _ols_of(win, start, t):
+    """``(slope, rsquare, resid)`` of the valid values of ``win`` on their positions, exact."""
+    pts = [(Fraction(k), Fraction(float(win[k]))) for k in range(len(win)) if not math.isnan(win[k])]
+    if len(pts) < 2 or not _all_finite([float(v) for _, v in pts]):
+        return NAN, NAN, NAN
+    n = len(pts)
+    mp = sum(p for p, _ in pts) / n
+    mv = sum(v for _, v in pts) / n
+    sxx = sum((p - mp) ** 2 for p, _ in pts)
+    sxy = sum((p - mp) * (v - mv) for p, v in pts)
+    syy = sum((v - mv) ** 2 for _, v in pts)
+    slope = sxy / sxx
+    rsq = float(sxy * sxy / (sxx * syy)) if syy != 0 else NAN
+    cur = float(win[-1])
+    resid = NAN if math.isnan(cur) else float(Fraction(cur) - (mv + slope * (len(win) - 1 - mp)))
+    return float(slope), rsq, resid
+
+
+def ts_slope(x, window, min_periods=None):
+    """Slope of the least-squares line of the window's valid values on their row positions
+    (Qlib ``Slope``); NaN with fewer than two valid values. Exact, rounded once."""
+    return _rolling(x, window, min_periods, lambda w, s, t: _ols_of(w, s, t)[0])
+
+
+def ts_rsquare(x, window, min_periods=None):
+    """R^2 of that line (Qlib ``Rsquare`` without its small-std mask); NaN for a constant window."""
+    return _rolling(x, window, min_periods, lambda w, s, t: _ols_of(w, s, t)[1])
+
+
+def ts_resid(x, window, min_periods=None):
+    """Residual of the current row from that line (Qlib ``Resi``); NaN where the current value is NaN."""
+    return _rolling(x, window, min_periods, lambda w, s, t: _ols_of(w, s, t)[2])
+
+
+def cs_neutralize(x, group):
+    """``x`` minus the mean of ``x`` over the symbols with the same group code in the same row
+    (the correctly rounded mean of the group's valid values); NaN where ``x`` or the code is NaN."""
+    a, restore = _as_2d(x)
+    g, _ = _as_2d(group)
+    T, N = a.shape
+    out = np.full((T, N), np.nan)
+    for t in range(T):
+        groups = {}
+        for j in range(N):
+            if not math.isnan(g[t, j]) and not math.isnan(a[t, j]):
+                groups.setdefault(float(g[t, j]), []).append(j)
+        for members in groups.values():
+            vals = [float(a[t, j]) for j in members]
+            mean = _exact_mean(vals)
+            with np.errstate(all="ignore"):
+                for j, v in zip(members, vals):
+                    out[t, j] = float(np.float64(v) - np.float64(mean))
+    return restore(out)

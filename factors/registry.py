@@ -38,8 +38,9 @@ class Param:
     """A constant parameter of an operator.
 
     ``check`` is one of ``"window"`` (integer >= 1), ``"periods"`` (integer >= 1), ``"span"``
-    (number >= 1), ``"number"`` (any finite number) and ``"min_periods"`` (integer between 1 and
-    the window; ``None`` means equal to the window).
+    (number >= 1), ``"number"`` (any finite number), ``"fraction"`` (0 <= number <= 1),
+    ``"flag"`` (0 or 1) and ``"min_periods"`` (integer between 1 and the window; ``None`` means
+    equal to the window).
     """
 
     name: str
@@ -72,16 +73,21 @@ class Operator:
     fold: Callable | None = None
     kernel_args: Callable[[tuple], tuple] | None = None
     state: str | None = None
+    reads_ahead: bool = False  # window operator reading later rows (lead) instead of earlier ones
 
     # -- shape ------------------------------------------------------------------------------
     def lookback_of(self, params: tuple) -> int:
         """Rows of history this operator reads beyond the current row."""
-        if self.kind != "window":
+        if self.kind != "window" or self.reads_ahead:
             return 0
         first = self.params[0]
         if first.check == "window":
             return int(params[0]) - 1
         return int(params[0])  # periods
+
+    def lookahead_of(self, params: tuple) -> int:
+        """Rows *after* the current one this operator reads (``lead``); 0 for all others."""
+        return int(params[0]) if self.reads_ahead else 0
 
     def kernel_params(self, params: tuple) -> tuple:
         """Arguments passed to the kernel after the series inputs (before ``out``)."""
@@ -104,14 +110,16 @@ class Operator:
 
     def format_params(self, params: tuple) -> list[str]:
         out = []
+        keyword = False  # once a parameter is skipped or named, the following ones are named
         for p, v in zip(self.params, params):
             if p.check == "min_periods":
                 if v != params[0]:
                     out.append(f"min_periods={_fmt(v)}")
+                keyword = True
             elif not p.required and v == p.default:
-                continue
+                keyword = True
             else:
-                out.append(_fmt(v))
+                out.append(f"{p.name}={_fmt(v)}" if keyword else _fmt(v))
         return out
 
     @property
@@ -212,6 +220,14 @@ class Operator:
             if not (math.isfinite(v) and v >= 1):
                 raise err(f"{self.name}() span must be a number >= 1, got {_fmt(v)}", where)
             return v
+        if p.check == "fraction":
+            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise err(f"{self.name}() parameter {p.name!r} must be between 0 and 1, got {_fmt(v)}", where)
+            return v
+        if p.check == "flag":
+            if v not in (0, 1):
+                raise err(f"{self.name}() parameter {p.name!r} must be 0 or 1, got {_fmt(v)}", where)
+            return int(v)
         if p.check == "number":
             if not math.isfinite(v):
                 raise err(f"{self.name}() parameter {p.name!r} must be finite, got {v!r}", where)
@@ -332,6 +348,45 @@ _register(Operator("delay", "window", _X, (Param("periods", "periods"),), "rolli
 _register(Operator("delta", "window", _X, (Param("periods", "periods"),), "rolling.delta", "delta",
                    "``x - delay(x, periods)``.", "delta(close, 1)"))
 
+_register(Operator("lead", "window", _X, (Param("periods", "periods"),), "rolling.delay", "lead",
+                   "Value ``periods`` rows *later* (NaN for the last rows): reads the future, for labels "
+                   "such as forward returns (Qlib ``Ref(x, -n)``).", "lead(close, 1) / close - 1",
+                   kernel_args=lambda p: (-p[0],), reads_ahead=True))
+_register(Operator("ts_count", "window", _X, (Param("window", "window"),), "rolling.ts_count", "ts_count",
+                   "Number of valid (non-NaN) values among the last ``window`` rows; rows before the start of "
+                   "the series count as missing, so it is 0, 1, ... there and never NaN.", "ts_count(close, 20)"))
+_register(Operator("ts_quantile", "window", _X,
+                   (Param("window", "window"), Param("q", "fraction"), Param("min_periods", "min_periods", None)),
+                   "rolling.ts_quantile", "ts_quantile",
+                   "``q`` quantile of the last ``window`` rows, linear interpolation between order statistics "
+                   "(pandas ``rolling.quantile(q)``). NaN values are skipped; NaN while fewer than "
+                   "``min_periods`` (default: window) valid values.", "ts_quantile(close, 20, 0.8)"))
+_register(Operator("ts_mad", "window", _X, _WINDOW, "rolling.ts_mad", "ts_mad",
+                   "Mean absolute deviation about the window mean, ``mean(|x - mean(x)|)`` of the last ``window`` "
+                   "rows. NaN values are skipped; NaN while fewer than ``min_periods`` (default: window) valid values.",
+                   "ts_mad(close, 20)"))
+_register(Operator("ts_wma", "window", _X, _WINDOW + (Param("compat", "flag", 0),), "rolling.ts_wma", "ts_wma",
+                   "Weighted mean with weights ``1..n`` over the ``n`` rows the window has (``n = window`` once the "
+                   "series is long enough), newest heaviest (Qlib ``WMA``; equals ``decay_linear`` on full windows). "
+                   "NaN values are skipped and the weights renormalised; ``compat=1`` reproduces Qlib 0.9's "
+                   "normalisation bug (microsoft/qlib#1993).", "ts_wma(close, 20)",
+                   kernel_args=lambda p: (p[0], p[1], bool(p[2]))))
+for _name, _doc in (("ts_slope", "Slope of the least-squares line of the last ``window`` rows against their row "
+                                 "positions (Qlib ``Slope``)."),
+                    ("ts_rsquare", "R² of the least-squares line of the last ``window`` rows against their row "
+                                   "positions (Qlib ``Rsquare``); NaN for a constant window."),
+                    ("ts_resid", "Residual of the current row from the least-squares line of the last ``window`` "
+                                 "rows against their row positions (Qlib ``Resi``).")):
+    _register(Operator(_name, "window", _X, _WINDOW, f"regression.{_name}", _name,
+                       _doc + " NaN values are skipped (a value keeps its row's position); NaN while fewer than "
+                       "``min_periods`` (default: window) valid values, and with fewer than two.",
+                       f"{_name}(close, 20)"))
+_register(Operator("mask", "elementwise", ("x", "cond"), (), "elementwise.mask", "mask",
+                   "``x`` where ``cond`` is false, NaN where it holds or is NaN (pandas ``Series.mask``).",
+                   "mask(ts_corr(close, volume, 20), ts_std(volume, 20) <= 1e-5)", input_types=("num", "bool")))
+_register(Operator("fill_nan", "elementwise", ("x",), (Param("value", "number"),), "elementwise.fill_nan", "fill_nan",
+                   "``x`` with NaN replaced by the constant ``value``.", "fill_nan(volume, 0)"))
+
 # Recursive operators ---------------------------------------------------------------------------------
 _register(Operator("ema", "recursive", _X, (Param("span", "span"),), "recursive.ewm_mean", "ema",
                    "Exponential moving average, alpha = 2/(span+1), y0 = first valid value "
@@ -354,6 +409,11 @@ _register(Operator("cs_demean", "cross_section", _X, (), "cross_section.cs_demea
                    "``x - mean`` across symbols at each time.", "cs_demean(close / open)"))
 _register(Operator("cs_scale", "cross_section", _X, (Param("scale", "number", 1.0),), "cross_section.cs_scale",
                    "cs_scale", "``x * scale / sum(abs(x))`` across symbols at each time.", "cs_scale(close - open)"))
+_register(Operator("cs_neutralize", "cross_section", ("x", "group"), (), "cross_section.cs_neutralize",
+                   "cs_neutralize",
+                   "``x`` minus its mean over the symbols of the same group at each time (group codes: any numbers, "
+                   "e.g. an ``industry`` field); NaN where ``x`` or the group code is NaN (WorldQuant ``indneutralize``).",
+                   "cs_neutralize(close / delay(close, 1) - 1, industry)"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ T, N = 120, 9
 X = make_patterned(T, N, seed=0)
 Y = make_patterned(T, N, seed=1) * 0.5 + X * 0.5
 POS = make_patterned(T, N, seed=2, positive=True)
-PANEL = ff.Panel.from_numpy({"x": X, "y": Y, "pos": POS})
+GRP = np.random.default_rng(3).integers(0, 3, (T, N)).astype(float)
+GRP[5, :4] = np.nan
+GRP[:, -1] = 7.0  # a group of one symbol
+PANEL = ff.Panel.from_numpy({"x": X, "y": Y, "pos": POS, "grp": GRP})
 
 WINDOWS = (1, 3, 20)
 CHUNKINGS = (None, {"time": 7, "symbol": 4}, {"time": 1, "symbol": 9}, {"time": 33, "symbol": 1})
@@ -40,9 +43,14 @@ def _inputs(op):
         a = np.where(np.isnan(X), np.nan, (X > 0).astype(float))
         b = np.where(np.isnan(Y), np.nan, (Y > 0).astype(float))
         return ["x > 0", "y > 0"], [a, b]
+    if op.name == "mask":
+        cond = np.where(np.isnan(Y), np.nan, (Y > 0).astype(float))
+        return ["x", "y > 0"], [X, cond]
     if op.name == "not":
         a = np.where(np.isnan(X), np.nan, (X > 0).astype(float))
         return ["x > 0"], [a]
+    if op.name == "cs_neutralize":
+        return ["x", "grp"], [X, GRP]
     if len(op.inputs) == 2:
         return ["x", "y"], [X, Y]
     return ["x"], [X]
@@ -51,7 +59,20 @@ def _inputs(op):
 def _cases():
     for name, op in sorted(REGISTRY.items()):
         args, arrays = _inputs(op)
-        if op.kind == "window" and op.params[0].check == "window":
+        if name == "ts_count":
+            for w in WINDOWS:
+                yield pytest.param(op, args, arrays, (w,), id=f"{name}-{w}")
+        elif name == "ts_quantile":
+            for w in WINDOWS:
+                yield pytest.param(op, args, arrays, (w, 0.8, w), id=f"{name}-{w}")
+            yield pytest.param(op, args, arrays, (10, 0.25, 1), id=f"{name}-10-q0.25-minp1")
+            yield pytest.param(op, args, arrays, (7, 0.0, 3), id=f"{name}-7-q0-minp3")
+        elif name == "ts_wma":
+            for w in WINDOWS:
+                yield pytest.param(op, args, arrays, (w, w, 0), id=f"{name}-{w}")
+            yield pytest.param(op, args, arrays, (10, 1, 0), id=f"{name}-10-minp1")
+            yield pytest.param(op, args, arrays, (10, 1, 1), id=f"{name}-10-minp1-compat")
+        elif op.kind == "window" and op.params[0].check == "window":
             for w in WINDOWS:
                 yield pytest.param(op, args, arrays, (w, w), id=f"{name}-{w}")
             yield pytest.param(op, args, arrays, (10, 1), id=f"{name}-10-minp1")
@@ -61,6 +82,9 @@ def _cases():
         elif op.name in ("ema", "ewma"):
             for span in (1, 2.5, 12):
                 yield pytest.param(op, args, arrays, (span,), id=f"{name}-{span}")
+        elif op.name == "fill_nan":
+            yield pytest.param(op, args, arrays, (0.0,), id=name)
+            yield pytest.param(op, args, arrays, (-1.5,), id=f"{name}--1.5")
         elif op.name == "cs_scale":
             yield pytest.param(op, args, arrays, (1.0,), id=name)
             yield pytest.param(op, args, arrays, (2.5,), id=f"{name}-2.5")
@@ -73,9 +97,7 @@ def _formula(op, args, params):
         return f"({args[0]}) {op.symbol} ({args[1]})"
     if op.symbol:
         return f"{op.symbol}({args[0]})"
-    ps = [str(p) for p in params]
-    if op.kind == "window" and op.params[0].check == "window":
-        ps = [str(params[0]), f"min_periods={params[1]}"]
+    ps = [f"{p.name}={v}" if p.check in ("min_periods", "flag") else str(v) for p, v in zip(op.params, params)]
     return f"{op.name}({', '.join(args + ps)})"
 
 

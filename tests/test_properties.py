@@ -33,6 +33,10 @@ def _params(op, draw):
             out.append(draw(st.integers(1, 6)))
         elif p.check == "span":
             out.append(draw(st.sampled_from([1, 2, 3.5, 10])))
+        elif p.check == "flag":
+            out.append(draw(st.sampled_from([0, 1])))
+        elif p.check == "fraction":
+            out.append(draw(st.sampled_from([0.0, 0.25, 0.8, 1.0])))
         else:
             out.append(draw(st.sampled_from([0.5, 1.0, 2.0])))
     return out

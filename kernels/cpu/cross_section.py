@@ -1,4 +1,4 @@
-"""Cross-sectional kernels: ``cs_rank``, ``cs_zscore``, ``cs_demean``, ``cs_scale``.
+"""Cross-sectional kernels: ``cs_rank``, ``cs_zscore``, ``cs_demean``, ``cs_scale``, ``cs_neutralize``.
 
 Semantics: docs/semantics.md, "Cross-sectional operators". Each kernel works row by row (one row =
 one time step, all symbols of the chunk along axis 1): NaN is excluded from the statistics and
@@ -18,7 +18,7 @@ import numpy as np
 
 from ._jit import kernel
 
-__all__ = ["cs_rank", "cs_zscore", "cs_demean", "cs_scale"]
+__all__ = ["cs_rank", "cs_zscore", "cs_demean", "cs_scale", "cs_neutralize"]
 
 
 @kernel(inline="always")
@@ -214,3 +214,49 @@ def cs_rank(x, out):
             for m in range(k, e):
                 o[order[m]] = r
             k = e
+
+
+@kernel
+def cs_neutralize(x, group, out):
+    """``x`` minus the mean of ``x`` over the symbols of the same group, per row (WorldQuant's
+    ``indneutralize``). ``group`` holds group codes (any numbers; equal codes = one group); a NaN
+    code or a NaN ``x`` gives NaN and takes no part in its group's mean. Symbols are ordered by
+    code once per row (a sort), then each run of equal codes is demeaned about its first finite
+    value, as ``cs_demean`` does for the whole row."""
+    T, N = x.shape
+    codes = np.empty(N)
+    for t in range(T):
+        xt = x[t]
+        gt = group[t]
+        o = out[t]
+        for j in range(N):
+            codes[j] = np.float64(gt[j])
+        order = np.argsort(codes)          # NaN codes sort last
+        i = 0
+        while i < N:
+            g = codes[order[i]]
+            if g != g:
+                for k in range(i, N):
+                    o[order[k]] = np.nan
+                break
+            e = i
+            while e < N and codes[order[e]] == g:
+                e += 1
+            x0 = 0.0
+            for k in range(i, e):
+                v = np.float64(xt[order[k]])
+                if v - v == 0.0:
+                    x0 = v
+                    break
+            n = 0
+            s = 0.0
+            for k in range(i, e):
+                v = np.float64(xt[order[k]])
+                if v == v:
+                    n += 1
+                    s += v - x0
+            md = s / n if n > 0 else np.nan
+            for k in range(i, e):
+                v = np.float64(xt[order[k]])
+                o[order[k]] = (v - x0) - md if v == v else np.nan
+            i = e

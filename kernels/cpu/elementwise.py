@@ -19,7 +19,7 @@ from ._jit import kernel
 
 __all__ = [
     "LT", "LE", "GT", "GE", "EQ", "NE",
-    "sign", "signed_power", "compare", "logical_and", "logical_or", "logical_not", "where",
+    "sign", "signed_power", "compare", "logical_and", "logical_or", "logical_not", "where", "fill_nan", "mask",
 ]
 
 # compare() op codes
@@ -164,6 +164,27 @@ def where(cond, a, b, out):
             o[j] = r if c == c else np.nan
 
 
+@kernel
+def _mask(x, cond, out):
+    for t in range(x.shape[0]):
+        xt = x[t]
+        ct = cond[t]
+        o = out[t]
+        for j in range(xt.shape[0]):
+            c = np.float64(ct[j])
+            o[j] = xt[j] if c == 0.0 else np.nan
+
+
+@kernel
+def _fill_nan(x, value, out):
+    for t in range(x.shape[0]):
+        xt = x[t]
+        o = out[t]
+        for j in range(xt.shape[0]):
+            v = xt[j]
+            o[j] = v if v == v else value
+
+
 # ------------------------------------------------------------------------------------------------
 # Engine entry points: ``f(*operands, out)`` where an operand may be a Python scalar (a constant
 # of the formula). Plain arithmetic and math functions are NumPy ufuncs writing into ``out`` (one
@@ -250,3 +271,16 @@ def signed_power(x, a, out):  # noqa: F811
 
 def where(cond, a, b, out):  # noqa: F811
     _where_kernel(_full(cond, out), _full(a, out), _full(b, out), out)
+
+
+def mask(x, cond, out):
+    """``x`` where ``cond`` is 0, NaN where it is nonzero or NaN."""
+    _mask(_full(x, out), _full(cond, out), out)
+
+
+def fill_nan(x, value, out):
+    """``x`` with NaN replaced by the constant ``value``."""
+    if isinstance(x, np.ndarray):
+        _fill_nan(x, value, out)
+    else:
+        out[...] = value if x != x else x

@@ -57,7 +57,7 @@ from ._jit import kernel
 __all__ = [
     "ts_sum", "ts_mean", "ts_var", "ts_std", "ts_min", "ts_max", "ts_argmin", "ts_argmax",
     "ts_rank", "ts_median", "ts_prod", "ts_skew", "ts_kurt", "decay_linear", "ts_corr", "ts_cov",
-    "delay", "delta",
+    "delay", "delta", "ts_count", "ts_mad", "ts_quantile", "ts_wma",
 ]
 
 # Running-moment accuracy target: a symbol's window is recomputed from scratch once the rounding
@@ -1107,13 +1107,17 @@ def ts_prod(x, window, min_periods, out):
                 o[j] = acc[j] if cn[j] >= mp else np.nan
 
 
-@kernel
-def decay_linear(x, window, min_periods, out):
-    """Linearly weighted mean: weight ``window`` for the current row, ``window - 1`` for the row
-    before ... 1 for the oldest row of a full window, normalised by the weights of the valid
-    values. Weights follow a row's age, so a series that starts inside the block weighs its
-    first rows exactly as if NaN rows preceded it. Computed as ``K + sum(w (v - K)) / sum(w)``
-    with ``K`` the newest finite value: a constant window gives exactly that constant."""
+@kernel(inline="always")
+def _linear_weighted(x, window, min_periods, out, mode):
+    """Linearly weighted means of the windows (see ``decay_linear`` and ``ts_wma``).
+
+    ``mode`` 0: weight ``window - age`` (age 0 = the current row); 1: weight ``1 + position`` in
+    the rows the window actually has (``1..window`` once full, ``1..t+1`` before); both
+    normalised by the weights of the valid values. ``mode`` 2 is Qlib 0.9's ``WMA`` as it is
+    (microsoft/qlib#1993): the mode-1 weights normalised over *all* rows of the window, then
+    averaged over the valid values (``np.nanmean(w * x)``). Computed as
+    ``K + sum(w (v - K)) / sum(w)`` with ``K`` the newest finite value (modes 0 and 1): a
+    constant window gives exactly that constant."""
     T, N = x.shape
     num = np.empty(_TILE)
     den = np.empty(_TILE)
@@ -1125,9 +1129,12 @@ def decay_linear(x, window, min_periods, out):
         t0 = max(0, t - window + 1)
         xt = x[t]
         _count_valid(cnt, xt, _leaving(x, nanrow, t, window))
-        for j in range(N):
-            v = np.float64(xt[j])
-            anchor[j] = v if v - v == 0.0 else anchor[j]
+        if mode != 2:
+            for j in range(N):
+                v = np.float64(xt[j])
+                anchor[j] = v if v - v == 0.0 else anchor[j]
+        nrows = float(t - t0 + 1)
+        wall = nrows * (nrows + 1.0) / 2.0
         for j0 in range(0, N, _TILE):
             j1 = min(N, j0 + _TILE)
             nb = j1 - j0
@@ -1137,7 +1144,7 @@ def decay_linear(x, window, min_periods, out):
                 den[j] = 0.0
             for k in range(t0, t + 1):
                 xk = x[k, j0:j1]
-                wk = float(window - (t - k))
+                wk = float(window - (t - k)) if mode == 0 else float(k - t0 + 1)
                 for j in range(nb):
                     v = np.float64(xk[j])
                     ok = v == v
@@ -1145,8 +1152,90 @@ def decay_linear(x, window, min_periods, out):
                     den[j] += wk if ok else 0.0
             o = out[t, j0:j1]
             cn = cnt[j0:j1]
+            if mode == 2:
+                for j in range(nb):
+                    o[j] = num[j] / wall / cn[j] if cn[j] >= mp else np.nan
+            else:
+                for j in range(nb):
+                    o[j] = kk[j] + num[j] / den[j] if cn[j] >= mp else np.nan
+
+
+@kernel
+def decay_linear(x, window, min_periods, out):
+    """Linearly weighted mean: weight ``window`` for the current row, ``window - 1`` for the row
+    before ... 1 for the oldest row of a full window, normalised by the weights of the valid
+    values. Weights follow a row's age, so a series that starts inside the block weighs its
+    first rows exactly as if NaN rows preceded it. Computed as ``K + sum(w (v - K)) / sum(w)``
+    with ``K`` the newest finite value: a constant window gives exactly that constant."""
+    _linear_weighted(x, window, min_periods, out, 0)
+
+
+@kernel
+def ts_wma(x, window, min_periods, compat, out):
+    """Qlib's ``WMA``: weights ``1..n`` over the ``n`` rows the window has (``n = window`` once
+    the series is ``window`` rows long), newest heaviest, normalised by the weights of the valid
+    values. ``compat=True`` reproduces Qlib 0.9 exactly, including its normalisation bug
+    (microsoft/qlib#1993: ``nanmean`` of the weighted values)."""
+    _linear_weighted(x, window, min_periods, out, 2 if compat else 1)
+
+
+@kernel
+def ts_count(x, window, out):
+    """Number of valid (non-NaN) values among the last ``window`` rows; rows before the start
+    of the series count as missing, so the first rows give 0, 1, ... (pandas
+    ``rolling(window, min_periods=0).count()``)."""
+    T, N = x.shape
+    cnt = np.zeros(N)
+    nanrow = _nan_row(x)
+    for t in range(T):
+        _count_valid(cnt, x[t], _leaving(x, nanrow, t, window))
+        o = out[t]
+        for j in range(N):
+            o[j] = cnt[j]
+
+
+@kernel
+def ts_mad(x, window, min_periods, out):
+    """Mean absolute deviation about the mean of the window's valid values,
+    ``mean(|v - mean(v)|)`` (Qlib ``Mad``), two exact passes per window: the mean about the
+    newest finite value, then the deviations."""
+    T, N = x.shape
+    s1 = np.empty(_TILE)
+    ad = np.empty(_TILE)
+    cnt = np.zeros(N)
+    anchor = np.zeros(N)
+    nanrow = _nan_row(x)
+    mp = float(max(1, min_periods))
+    for t in range(T):
+        t0 = max(0, t - window + 1)
+        xt = x[t]
+        _count_valid(cnt, xt, _leaving(x, nanrow, t, window))
+        for j in range(N):
+            v = np.float64(xt[j])
+            anchor[j] = v if v - v == 0.0 else anchor[j]
+        for j0 in range(0, N, _TILE):
+            j1 = min(N, j0 + _TILE)
+            nb = j1 - j0
+            kk = anchor[j0:j1]
+            cn = cnt[j0:j1]
             for j in range(nb):
-                o[j] = kk[j] + num[j] / den[j] if cn[j] >= mp else np.nan
+                s1[j] = 0.0
+                ad[j] = 0.0
+            for k in range(t0, t + 1):
+                xk = x[k, j0:j1]
+                for j in range(nb):
+                    v = np.float64(xk[j])
+                    s1[j] += (v - kk[j]) if v == v else 0.0
+            for j in range(nb):
+                s1[j] = s1[j] / cn[j]       # mean - K
+            for k in range(t0, t + 1):
+                xk = x[k, j0:j1]
+                for j in range(nb):
+                    v = np.float64(xk[j])
+                    ad[j] += np.abs((v - kk[j]) - s1[j]) if v == v else 0.0
+            o = out[t, j0:j1]
+            for j in range(nb):
+                o[j] = ad[j] / cn[j] if cn[j] >= mp else np.nan
 
 
 @kernel(inline="always")
@@ -1342,12 +1431,12 @@ def _midpoint(a, b):
     return m
 
 
-@kernel
-def ts_median(x, window, min_periods, out):
-    """Median of the valid values of the window (mean of the two middle ones for an even count).
-
-    One symbol at a time: a sorted buffer of the window's valid values; the leaving value is
-    found by binary search and replaced by the entering one, which is then moved into place."""
+@kernel(inline="always")
+def _sorted_window(x, window, min_periods, out, q):
+    """Order statistics of the window's valid values, one symbol at a time: a sorted buffer of
+    the window's valid values; the leaving value is found by binary search and replaced by the
+    entering one, which is then moved into place. ``q < 0``: the median; else the ``q`` quantile
+    with linear interpolation (pandas/NumPy ``'linear'``)."""
     T, N = x.shape
     buf = np.empty(max(1, min(window, T)))
     mp = max(1, min_periods)
@@ -1387,11 +1476,33 @@ def ts_median(x, window, min_periods, out):
                     p -= 1
                 buf[p] = v
                 m += 1
-            if m >= mp:
+            if m < mp:
+                out[t, j] = np.nan
+            elif q < 0.0:   # median
                 h = m >> 1
                 out[t, j] = buf[h] if m & 1 else _midpoint(buf[h - 1], buf[h])
-            else:
-                out[t, j] = np.nan
+            else:           # linear interpolation between the order statistics around q (m - 1)
+                pos = q * (m - 1)
+                lo = int(np.floor(pos))
+                hi = min(lo + 1, m - 1)
+                a = buf[lo]
+                b = buf[hi]
+                out[t, j] = a + (b - a) * (pos - lo) if b != a else a
+
+
+
+
+@kernel
+def ts_median(x, window, min_periods, out):
+    """Median of the valid values of the window (mean of the two middle ones for an even count)."""
+    _sorted_window(x, window, min_periods, out, -1.0)
+
+
+@kernel
+def ts_quantile(x, window, q, min_periods, out):
+    """``q`` quantile (0 <= q <= 1) of the valid values of the window, linearly interpolated
+    between order statistics (pandas ``rolling.quantile(q)``, NumPy ``quantile`` 'linear')."""
+    _sorted_window(x, window, min_periods, out, q)
 
 
 # ----------------------------------------------------------------------------------------------
