@@ -49,12 +49,15 @@ Qlib semantics reproduced
   by the rolling count.
 * ``Quantile`` is pandas' linear interpolation: ``rolling_quantile(q, "linear")``.
 
-Known differences from Qlib (see ``verify``): Qlib reads float32 and does element-wise
-arithmetic in float32 (rolling in float64); this module is float64 throughout, so results
-differ by float32 rounding of intermediates (relative ~1e-7 typically, up to ~1e-4 where a
-return ``$close/Ref($close,1)-1`` is formed before a rolling op, e.g. ``WVMA``, ``CORD``).
-``Slope``/``Resi`` on a flat stretch are exactly 0 here and ~1e-9 in Qlib, whose Cython
-running sums drift. Infinite *input* prices/volumes are not modelled.
+Differences from Qlib, measured by ``verify`` (300 days x 20 symbols with gaps, a flat
+stretch and zero-volume days): no cell is missing on one side only. Qlib reads float32 and
+does element-wise arithmetic in float32 (rolling in float64), this module is float64
+throughout; against Qlib fed float32 (its bin format) 143 features agree to float32
+rounding (relative <= 6e-8) and ``CORR``/``CORD``/``WVMA`` differ by up to ~4e-5
+absolute (relative ~1e-3 on correlations near 1e-3), the float32 rounding of
+``Log($volume+1)`` and of returns ``$close/Ref($close,1)`` formed before the rolling op.
+Against Qlib fed float64 (``--storage-dtype float64``) all 158 agree within Qlib's final
+float32 cast (relative <= 2**-24). Infinite *input* prices/volumes are not modelled.
 No operator uses a slow path.
 """
 
@@ -230,23 +233,24 @@ def _less(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     return pl.when(a.is_not_null() & b.is_not_null()).then(pl.min_horizontal(a, b))
 
 
-def _not_flat(e: pl.Expr, d: int) -> pl.Expr:
+def _not_flat(std: pl.Expr) -> pl.Expr:
     """False where Qlib's ``np.isclose(rolling std, 0, atol=2e-5)`` holds (std missing -> True)."""
-    return _std(e, d).fill_null(1.0) > _STD_EPS
+    return std.fill_null(1.0) > _STD_EPS
 
 
-def _corr(a: pl.Expr, b: pl.Expr, d: int) -> pl.Expr:
+def _corr(a: pl.Expr, b: pl.Expr, d: int, std_a: pl.Expr | None = None) -> pl.Expr:
     """Qlib ``Corr(a, b, d)``: pairwise-complete rolling correlation with the flat-std guard."""
     r = _over(pl.rolling_corr(a, b, window_size=d, min_samples=1))
-    return pl.when(_not_flat(a, d) & _not_flat(b, d)).then(r)
+    std_a = _std(a, d) if std_a is None else std_a
+    return pl.when(_not_flat(std_a) & _not_flat(_std(b, d))).then(r)
 
 
-def _idx(key: str, d: int, guard: pl.Expr) -> pl.Expr:
+def _idx(key: str, d: int) -> pl.Expr:
     """1-based position, from the window start, of the row whose packed key is the window minimum."""
     win = _over(pl.col(key).rolling_min(d, min_samples=1))
     pos = win % (1 << _POS_BITS)
     start = pl.max_horizontal(t - (d - 1), pl.lit(0, pl.Int64))
-    return pl.when(guard.is_not_null()).then((pos - start + 1).cast(pl.Float64))
+    return (pos - start + 1).cast(pl.Float64)
 
 
 # --------------------------------------------------------------------------- query
@@ -266,6 +270,14 @@ def alpha158_polars(lf: pl.LazyFrame, *, presorted: bool = False) -> pl.LazyFram
     polars.LazyFrame
         ``time, symbol`` + 158 float64 columns ``KMID`` ... ``VSUMD60`` in Qlib's order,
         sorted by ``(symbol, time)``; missing results are null.
+
+    Notes
+    -----
+    Four ``with_columns``/``select`` stages: (1) per-symbol lags, row position and the
+    IdxMax/IdxMin keys; (2) per-row inputs of the rolling operators; (3) every windowed
+    aggregate that more than one feature uses, once per window (Polars' common
+    subexpression elimination does not merge ``.over()`` window expressions, so shared
+    aggregates are materialised explicitly); (4) the 158 features.
     """
     prices = ["open", "high", "low", "close", "volume", "vwap"]
     base = lf.select(
@@ -276,37 +288,59 @@ def alpha158_polars(lf: pl.LazyFrame, *, presorted: bool = False) -> pl.LazyFram
     if not presorted:
         base = base.sort("symbol", "time")
 
-    pc = _over(c.shift(1))
-    pv = _over(v.shift(1))
     inf = float("inf")
-    # Stage 1: per-row inputs of the rolling operators. Non-finite values (NaN from 0/0 or
+    pos = pl.int_range(pl.len(), dtype=pl.Int64)
+    # Stage 1: lags, row position, IdxMax($high)/IdxMin($low) keys: ordinal rank (missing
+    # first, ties -> earlier row) in the high bits, row position in the low bits, so the
+    # window minimum of the key is the winning row.
+    stage1 = base.with_columns(
+        _t=_over(pos),
+        _pc=_over(c.shift(1)),  # Ref($close, 1)
+        _pv=_over(v.shift(1)),  # Ref($volume, 1)
+        _kmax=_over((-h.fill_null(inf)).rank("ordinal").cast(pl.Int64) * (1 << _POS_BITS) + pos),
+        _kmin=_over(lo.fill_null(-inf).rank("ordinal").cast(pl.Int64) * (1 << _POS_BITS) + pos),
+    )
+    # Stage 2: per-row inputs of the rolling operators. Non-finite values (NaN from 0/0 or
     # log(<0), inf from x/0) become missing: pandas' rolling aggregations turn +-inf into NaN
     # and skip NaN (a zero volume makes Log($volume/Ref($volume, 1)+1) inf the next day).
-    stage1 = base.with_columns(
-        _t=pl.int_range(pl.len(), dtype=pl.Int64).over(S),
+    pc, pv = pl.col("_pc"), pl.col("_pv")
+    ret = c / pc
+    stage2 = stage1.with_columns(
         _dc=c - pc,  # $close-Ref($close, 1)
         _dv=v - pv,  # $volume-Ref($volume, 1)
-        _ret=_finite(c / pc),  # $close/Ref($close,1)
+        _ret=_finite(ret),  # $close/Ref($close,1)
         _lvol=_finite((v + 1).log()),  # Log($volume+1)
         _lvr=_finite((v / pv + 1).log()),  # Log($volume/Ref($volume, 1)+1)
         _up=(c > pc).fill_null(False).cast(pl.Float64),  # $close>Ref($close, 1), NaN -> False
         _dn=(c < pc).fill_null(False).cast(pl.Float64),  # $close<Ref($close, 1)
-        _wv=_finite(((c / pc) - 1).abs() * v),  # Abs($close/Ref($close, 1)-1)*$volume
-        # IdxMax($high)/IdxMin($low) keys: ordinal rank (missing first, ties -> earlier row)
-        # in the high bits, row position in the low bits; the window minimum is the winner.
-        _kmax=(
-            _over((-h.fill_null(inf)).rank("ordinal")).cast(pl.Int64) * (1 << _POS_BITS)
-            + pl.int_range(pl.len(), dtype=pl.Int64).over(S)
-        ),
-        _kmin=(
-            _over(lo.fill_null(-inf).rank("ordinal")).cast(pl.Int64) * (1 << _POS_BITS)
-            + pl.int_range(pl.len(), dtype=pl.Int64).over(S)
-        ),
-    ).with_columns(
-        _x=pl.when(c.is_not_null()).then(t.cast(pl.Float64)),  # regression abscissa, paired with $close
+        _wv=_finite((ret - 1).abs() * v),  # Abs($close/Ref($close, 1)-1)*$volume
+        _x=pl.when(c.is_not_null()).then(t.cast(pl.Float64)),  # regression abscissa paired with $close
     )
-
     dc, dv, x = pl.col("_dc"), pl.col("_dv"), pl.col("_x")
+
+    # Stage 3: shared windowed aggregates, one column per window.
+    shared: dict[str, pl.Expr] = {}
+    for d in WINDOWS:
+        shared[f"_maxh{d}"] = _max(h, d)
+        shared[f"_minl{d}"] = _min(lo, d)
+        shared[f"_meanc{d}"] = _mean(c, d)
+        shared[f"_stdc{d}"] = _std(c, d)
+        shared[f"_slope{d}"] = _over(pl.rolling_cov(x, c, window_size=d, min_samples=1)) / _over(
+            x.rolling_var(d, min_samples=1)
+        )
+        shared[f"_imax{d}"] = _idx("_kmax", d)
+        shared[f"_imin{d}"] = _idx("_kmin", d)
+        shared[f"_up{d}"] = _mean(pl.col("_up"), d)
+        shared[f"_dn{d}"] = _mean(pl.col("_dn"), d)
+        for tag, e in (("c", dc), ("v", dv)):
+            shared[f"_pos{tag}{d}"] = _sum(e.clip(lower_bound=0.0), d)  # Sum(Greater(diff, 0), d)
+            shared[f"_neg{tag}{d}"] = _sum((-e).clip(lower_bound=0.0), d)  # Sum(Greater(-diff, 0), d)
+            shared[f"_abs{tag}{d}"] = _sum(e.abs(), d) + 1e-12  # Sum(Abs(diff), d)+1e-12
+    stage3 = stage2.with_columns(**shared)
+
+    def col(name: str, d: int) -> pl.Expr:
+        return pl.col(f"_{name}{d}")
+
     hl = h - lo + 1e-12
     feats: dict[str, pl.Expr] = {
         "KMID": (c - o) / o,
@@ -325,76 +359,42 @@ def alpha158_polars(lf: pl.LazyFrame, *, presorted: bool = False) -> pl.LazyFram
     }
     for d in WINDOWS:
         feats[f"ROC{d}"] = _over(c.shift(d)) / c
-    for d in WINDOWS:
-        feats[f"MA{d}"] = _mean(c, d) / c
-    for d in WINDOWS:
-        feats[f"STD{d}"] = _std(c, d) / c
-    slope = {d: _over(pl.rolling_cov(x, c, window_size=d, min_samples=1)) / _over(x.rolling_var(d, min_samples=1)) for d in WINDOWS}
-    for d in WINDOWS:
-        feats[f"BETA{d}"] = slope[d] / c
-    for d in WINDOWS:
+        feats[f"MA{d}"] = col("meanc", d) / c
+        feats[f"STD{d}"] = col("stdc", d) / c
+        feats[f"BETA{d}"] = col("slope", d) / c
         r = _over(pl.rolling_corr(x, c, window_size=d, min_samples=1))
-        feats[f"RSQR{d}"] = pl.when(_not_flat(c, d)).then(r * r)
-    for d in WINDOWS:
-        resid = (c - _mean(c, d)) - slope[d] * (t.cast(pl.Float64) - _mean(x, d))
+        feats[f"RSQR{d}"] = pl.when(_not_flat(col("stdc", d))).then(r * r)
+        resid = (c - col("meanc", d)) - col("slope", d) * (t.cast(pl.Float64) - _mean(x, d))
         feats[f"RESI{d}"] = resid / c
-    for d in WINDOWS:
-        feats[f"MAX{d}"] = _max(h, d) / c
-    for d in WINDOWS:
-        feats[f"MIN{d}"] = _min(lo, d) / c
-    for d in WINDOWS:
+        feats[f"MAX{d}"] = col("maxh", d) / c
+        feats[f"MIN{d}"] = col("minl", d) / c
         feats[f"QTLU{d}"] = _over(c.rolling_quantile(0.8, "linear", d, min_samples=1)) / c
-    for d in WINDOWS:
         feats[f"QTLD{d}"] = _over(c.rolling_quantile(0.2, "linear", d, min_samples=1)) / c
-    for d in WINDOWS:
         feats[f"RANK{d}"] = _over(c.rolling_rank(d, "average", min_samples=1)) / _count(c, d)
-    for d in WINDOWS:
-        feats[f"RSV{d}"] = (c - _min(lo, d)) / (_max(h, d) - _min(lo, d) + 1e-12)
-    imax = {d: _idx("_kmax", d, _max(h, d)) for d in WINDOWS}
-    imin = {d: _idx("_kmin", d, _min(lo, d)) for d in WINDOWS}
-    for d in WINDOWS:
-        feats[f"IMAX{d}"] = imax[d] / d
-    for d in WINDOWS:
-        feats[f"IMIN{d}"] = imin[d] / d
-    for d in WINDOWS:
-        feats[f"IMXD{d}"] = (imax[d] - imin[d]) / d
-    for d in WINDOWS:
-        feats[f"CORR{d}"] = _corr(c, pl.col("_lvol"), d)
-    for d in WINDOWS:
+        feats[f"RSV{d}"] = (c - col("minl", d)) / (col("maxh", d) - col("minl", d) + 1e-12)
+        imax = pl.when(col("maxh", d).is_not_null()).then(col("imax", d))  # missing if no value in window
+        imin = pl.when(col("minl", d).is_not_null()).then(col("imin", d))
+        feats[f"IMAX{d}"] = imax / d
+        feats[f"IMIN{d}"] = imin / d
+        feats[f"IMXD{d}"] = (imax - imin) / d
+        feats[f"CORR{d}"] = _corr(c, pl.col("_lvol"), d, col("stdc", d))
         feats[f"CORD{d}"] = _corr(pl.col("_ret"), pl.col("_lvr"), d)
-    up, dn = pl.col("_up"), pl.col("_dn")
-    for d in WINDOWS:
-        feats[f"CNTP{d}"] = _mean(up, d)
-    for d in WINDOWS:
-        feats[f"CNTN{d}"] = _mean(dn, d)
-    for d in WINDOWS:
-        feats[f"CNTD{d}"] = _mean(up, d) - _mean(dn, d)
-    pos_c, neg_c, abs_c = dc.clip(lower_bound=0.0), (-dc).clip(lower_bound=0.0), dc.abs()
-    for d in WINDOWS:
-        feats[f"SUMP{d}"] = _sum(pos_c, d) / (_sum(abs_c, d) + 1e-12)
-    for d in WINDOWS:
-        feats[f"SUMN{d}"] = _sum(neg_c, d) / (_sum(abs_c, d) + 1e-12)
-    for d in WINDOWS:
-        feats[f"SUMD{d}"] = (_sum(pos_c, d) - _sum(neg_c, d)) / (_sum(abs_c, d) + 1e-12)
-    for d in WINDOWS:
+        feats[f"CNTP{d}"] = col("up", d)
+        feats[f"CNTN{d}"] = col("dn", d)
+        feats[f"CNTD{d}"] = col("up", d) - col("dn", d)
+        for tag, pre in (("c", ""), ("v", "V")):
+            feats[f"{pre}SUMP{d}"] = col(f"pos{tag}", d) / col(f"abs{tag}", d)
+            feats[f"{pre}SUMN{d}"] = col(f"neg{tag}", d) / col(f"abs{tag}", d)
+            feats[f"{pre}SUMD{d}"] = (col(f"pos{tag}", d) - col(f"neg{tag}", d)) / col(f"abs{tag}", d)
         feats[f"VMA{d}"] = _mean(v, d) / (v + 1e-12)
-    for d in WINDOWS:
         feats[f"VSTD{d}"] = _std(v, d) / (v + 1e-12)
-    wv = pl.col("_wv")
-    for d in WINDOWS:
+        wv = pl.col("_wv")
         feats[f"WVMA{d}"] = _std(wv, d) / (_mean(wv, d) + 1e-12)
-    pos_v, neg_v, abs_v = dv.clip(lower_bound=0.0), (-dv).clip(lower_bound=0.0), dv.abs()
-    for d in WINDOWS:
-        feats[f"VSUMP{d}"] = _sum(pos_v, d) / (_sum(abs_v, d) + 1e-12)
-    for d in WINDOWS:
-        feats[f"VSUMN{d}"] = _sum(neg_v, d) / (_sum(abs_v, d) + 1e-12)
-    for d in WINDOWS:
-        feats[f"VSUMD{d}"] = (_sum(pos_v, d) - _sum(neg_v, d)) / (_sum(abs_v, d) + 1e-12)
 
     names = alpha158_names()
     assert sorted(feats) == sorted(names), set(feats) ^ set(names)
     # 0/0 (e.g. a zero open) gives NaN in Qlib and here; report it as missing, like inputs.
-    return stage1.select("time", "symbol", *[feats[n].fill_nan(None).alias(n) for n in names])
+    return stage3.select("time", "symbol", *[feats[n].fill_nan(None).alias(n) for n in names])
 
 
 # --------------------------------------------------------------------------- verification
@@ -422,6 +422,8 @@ def synthetic_panel(T: int = 300, N: int = 20, seed: int = 0) -> tuple[dict, "ob
     low = np.minimum(openp, close) * np.exp(-np.abs(rng.normal(0, 0.01, (T, N))))
     volume = np.round(rng.lognormal(12, 0.5, (T, N)))
     arrays = dict(open=openp, high=high, low=low, close=close, volume=volume, vwap=(high + low + close) / 3)
+    if T < 60 or N < 5:
+        raise ValueError(f"synthetic_panel needs T >= 60 and N >= 5, got T={T}, N={N}")
     miss = rng.random((T, N)) < 0.03
     miss[:15, 0] = True
     miss[T // 3 : T // 3 + 40, 1] = True
@@ -474,7 +476,10 @@ def verify(T: int = 300, N: int = 20, storage_dtype: str = "float32") -> list[di
     if py is None:
         raise RuntimeError(qlib_harness.why_unavailable())
     ours = alpha158_qlib_exprs()
-    code = "import json; from qlib.contrib.data.loader import Alpha158DL as A; f, n = A.get_feature_config(); print(json.dumps(dict(zip(n, f))))"
+    code = (
+        "import json; from qlib.contrib.data.loader import Alpha158DL as A; "
+        "f, n = A.get_feature_config(); print(json.dumps(dict(zip(n, f))))"
+    )
     theirs = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True).stdout)
     if list(theirs.items()) != list(ours.items()):
         bad = [k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)]
@@ -518,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Polars Alpha158 vs Qlib {args.T} days x {args.N} symbols, Qlib storage {args.storage_dtype}")
     print(f"{'feature':<9}{'nan_mismatch':>13}{'max_abs':>11}{'max_rel':>11}{'scale':>10}{'cells':>7}")
     for r in rows:
-        print(f"{r['name']:<9}{r['nan_mismatch']:>13}{r['max_abs']:>11.2e}{r['max_rel']:>11.2e}{r['scale']:>10.3g}{r['cells']:>7}")
+        print(
+            f"{r['name']:<9}{r['nan_mismatch']:>13}{r['max_abs']:>11.2e}{r['max_rel']:>11.2e}"
+            f"{r['scale']:>10.3g}{r['cells']:>7}"
+        )
     worst = max(rows, key=lambda r: r["max_rel"])
     print(f"worst max_rel: {worst['name']} {worst['max_rel']:.2e}; "
           f"features with NaN-pattern mismatches: {[r['name'] for r in rows if r['nan_mismatch']]}")
