@@ -69,10 +69,12 @@ feature provider.
 * Dtype: Qlib stores features as little-endian float32 (its ``.bin`` format), so by
   default (``--storage-dtype float32``) the provider hands Qlib float32 series: inputs are
   rounded to float32. Element-wise operators (``+ - * /``, ``Log``, ``Abs``,
-  ``Greater``, comparisons) then compute in float32 (NumPy keeps float32 with Python
-  scalars); pandas rolling operators (``Mean``, ``Std``, ``Corr``, ``Quantile``,
-  ``Rank``...) and the Cython ``Slope``/``Rsquare``/``Resi`` compute in float64; the
-  final result is cast to float32 by ``LocalExpressionProvider.expression``. With
+  ``Greater``, comparisons) on float32 operands compute in float32 (NumPy keeps float32
+  with Python scalars, so ``$volume+1e-12`` is ``$volume``); pandas rolling operators
+  (``Mean``, ``Std``, ``Corr``, ``Quantile``, ``Rank``...; pandas also turns +-inf into
+  NaN first) and the Cython ``Slope``/``Rsquare``/``Resi`` compute in and return float64,
+  so element-wise operators applied to their results run in float64; the final result
+  is cast to float32 by ``LocalExpressionProvider.expression``. With
   ``--storage-dtype float64`` the provider hands float64 series instead, which isolates
   operator semantics from input rounding (only the final float32 cast remains); this is
   not what a real Qlib data directory does. For a parity test, round the panel to float32
