@@ -38,13 +38,11 @@ import json
 import os
 import sys
 import tempfile
-import threading
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import compare, environment, fmt_cpu, fmt_other, measure, table, wait_quiet  # noqa: E402
+from common import RssSampler, compare, environment, fmt_cpu, fmt_other, measure, table, wait_quiet  # noqa: E402
 
 import factorflow as ff  # noqa: E402
 from factorflow.engine.tickgen import generate_ticks  # noqa: E402
@@ -73,38 +71,6 @@ def ensure_store(args) -> tuple[str, dict]:
     with open(marker, "w") as f:
         json.dump(info, f)
     return path, info
-
-
-class RssSampler:
-    """Peak RSS of a set of processes, sampled in a background thread."""
-
-    def __init__(self, pids, interval=0.01):
-        self.procs = [psutil.Process(p) for p in pids] if psutil else []
-        self.base = [p.memory_info().rss for p in self.procs]
-        self.peak = list(self.base)
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, args=(interval,), daemon=True)
-
-    def _run(self, interval):
-        while not self._stop.is_set():
-            for k, p in enumerate(self.procs):
-                try:
-                    self.peak[k] = max(self.peak[k], p.memory_info().rss)
-                except psutil.Error:
-                    pass
-            time.sleep(interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-
-    @property
-    def growth(self) -> list[int]:
-        return [p - b for p, b in zip(self.peak, self.base)]
 
 
 def warm_process() -> int:

@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover - psutil comes with distributed
     psutil = None
 
 __all__ = ["Timing", "measure", "compare", "table", "environment", "fmt_ms", "fmt_rate", "fmt_cpu", "fmt_other",
-           "wait_quiet"]
+           "wait_quiet", "RssSampler"]
 
 MIN_LOAD_WALL_S = 0.1  # below this much timed wall time, cpu/wall and other are reported as "?"
 
@@ -202,3 +203,35 @@ def environment(extra_modules=()) -> str:
     return (f"machine: {platform.machine()} {os.cpu_count()} logical cores, Python {sys.version.split()[0]}, "
             f"load average {load}\n"
             f"versions: {', '.join(vers)}; numba threads {numba.config.NUMBA_NUM_THREADS}")
+
+
+class RssSampler:
+    """Peak RSS of a set of processes, sampled in a background thread."""
+
+    def __init__(self, pids, interval=0.01):
+        self.procs = [psutil.Process(p) for p in pids] if psutil else []
+        self.base = [p.memory_info().rss for p in self.procs]
+        self.peak = list(self.base)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval):
+        while not self._stop.is_set():
+            for k, p in enumerate(self.procs):
+                try:
+                    self.peak[k] = max(self.peak[k], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+    @property
+    def growth(self) -> list[int]:
+        return [p - b for p, b in zip(self.peak, self.base)]

@@ -8,8 +8,9 @@ Formulas are written as in Qlib's ``Alpha158``/``Alpha360`` handlers (``Mean($cl
   unary minus, ``**``;
 * every rolling operator uses ``min_periods=1`` (a result as soon as one valid value is in the
   window; ``Std``/``Var``/``Corr``/``Cov`` need two, ``Skew`` three, ``Kurt`` four);
-* comparisons are numbers: 1 where true, 0 where false *and where an operand is NaN* (pandas
-  compares NaN as false), so ``Mean($close>Ref($close,1), 5)`` counts up days;
+* comparisons are numbers: 1 where true, 0 where false *and where an operand is NaN* (NumPy
+  compares NaN as false, so ``NaN != x`` is 1), so ``Mean($close>Ref($close,1), 5)`` counts up
+  days;
 * ``Corr`` and ``Rsquare`` are NaN where a rolling standard deviation of an input is within
   2e-5 of 0 (Qlib masks them there);
 * ``EMA(x, N)``: pandas ``ewm(span=N)`` (adjusted) for ``N >= 1``, ``ewm(alpha=N)`` for
@@ -132,14 +133,15 @@ class QlibDialect(Dialect):
     def _build(self, name, args, at, source, arg_spans=None, **params) -> Factor:
         return get_operator(name).build(tuple(args), params, at, source, arg_spans)
 
-    def _as_number(self, cond: Factor, span, source) -> Factor:
-        """A condition as Qlib has it: 1.0 / 0.0, NaN comparing as false."""
+    def _as_number(self, cond: Factor, span, source, nan_is=0) -> Factor:
+        """A condition as Qlib has it: 1.0 / 0.0, a NaN operand giving ``nan_is``."""
         n = self._build("where", (cond, lit(1, span, source), lit(0, span, source)), span, source)
-        return self._build("fill_nan", (n,), span, source, value=0)
+        return self._build("fill_nan", (n,), span, source, value=nan_is)
 
     def _compare(self, op_text, left, right, span, source) -> Factor:
         c = self._build(_CMP_NAMES[op_text], (left, right), span, source)
-        return self._as_number(c, span, source)
+        # NumPy/pandas: every comparison with NaN is false, so NaN != x is true
+        return self._as_number(c, span, source, nan_is=1 if op_text == "!=" else 0)
 
     def _fill(self, x: Factor, value, span, source) -> Factor:
         """``fill_nan(x, value)``, skipped when ``x`` is already NaN-free (a filled comparison)."""

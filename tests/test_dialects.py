@@ -132,6 +132,7 @@ QLIB_CASES = [
     ("Less($x, $y)", lambda: np.minimum(X, Y)),
     ("Mean($x>Ref($x, 1), 5)", lambda: _roll(_gt(X, _df(X).shift(1).to_numpy()), 5).mean()),
     ("Gt($x, $y) + Le($x, $y)", lambda: _gt(X, Y) + (X <= Y).astype(float)),
+    ("Ne($x, $y) + ($x == $y)", lambda: (X != Y).astype(float) + (X == Y).astype(float)),
     ("If($x > $y, $x, $y)", lambda: np.where(_gt(X, Y) != 0, X, Y)),
     ("If($x, 1, 2)", lambda: np.where(X, 1.0, 2.0)),  # np.where: NaN is true
     ("Abs($x) + Sign($x)", lambda: np.abs(X) + np.sign(X)),
