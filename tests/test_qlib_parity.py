@@ -46,8 +46,8 @@ OPERATORS = [
 
 @pytest.fixture(scope="module")
 def qlib_results():
-    lib_text = ff.factors.library_text("alpha158")
-    exprs = OPERATORS + list(lib_text.values())
+    exprs = OPERATORS + list(ff.factors.library_text("alpha158").values())
+    exprs += [e for e in ff.factors.library_text("alpha360").values() if e not in exprs]
     values, errors = qlib_eval(ARRAYS, TIMES, exprs)
     assert not any(errors.values()) if isinstance(errors, dict) else not any(errors), errors
     return dict(zip(exprs, values))
@@ -108,3 +108,11 @@ def test_alpha158_parity(qlib_results):
         _compare(got, want, f"{name}: {text[name]}")
         checked += 1
     assert checked == 158
+
+
+def test_alpha360_parity(qlib_results):
+    lib = ff.library("alpha360")
+    text = ff.factors.library_text("alpha360")
+    out = ff.compute(lib, PANEL, chunks={"time": 70, "symbol": 24}).compute()
+    for name in lib:
+        _compare(out.to_numpy(name), qlib_results[text[name]], f"{name}: {text[name]}")
