@@ -275,3 +275,28 @@ def test_sample_panel_is_reproducible_and_consistent():
     assert (hi[ok] >= c[ok]).all() and (lo[ok] <= c[ok]).all()
     assert np.isnan(c).any()  # listings, halts, missing bars
     assert np.issubdtype(a.times.dtype, np.datetime64)
+
+
+def test_lead_reads_ahead_across_stages_and_chunks():
+    """``lead`` (a forward halo) after a scan, before and after a cross-section, on any chunking."""
+    from factorflow.factors import references as R
+    from patterns import assert_close, make_patterned
+
+    x = make_patterned(80, 6, seed=5)
+    panel = ff.Panel.from_numpy({"x": x})
+    factors = {
+        "a": "lead(ema(x, 5), 3) - delay(x, 2)",
+        "b": "cs_rank(lead(x, 2))",
+        "c": "lead(cs_demean(x), 1) + lead(ts_mean(x, 4), 2)",
+    }
+    want = {
+        "a": R.delay(R.ema(x, 5), -3) - R.delay(x, 2),
+        "b": R.cs_rank(R.delay(x, -2)),
+        "c": R.delay(R.cs_demean(x), -1) + R.delay(R.ts_mean(x, 4), -2),
+    }
+    for chunks in (None, {"time": 7, "symbol": 6}, {"time": 2, "symbol": 3}, {"time": 79, "symbol": 1}):
+        out = ff.compute(factors, panel, chunks=chunks)
+        for k in factors:
+            assert_close(out.to_numpy(k), want[k], what=f"{k} chunks={chunks}")
+    plan = ff.explain(factors, panel, chunks={"time": 10, "symbol": 6})
+    assert plan.lookahead == 3 and "ahead" in str(plan)
