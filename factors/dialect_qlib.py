@@ -17,9 +17,10 @@ Formulas are written as in Qlib's ``Alpha158``/``Alpha360`` handlers (``Mean($cl
   ``0 < N < 1``;
 * ``Ref(x, -N)`` reads N rows ahead (``lead``), for labels.
 
-The dialect ``qlib-compat`` is the same except ``WMA``, which there reproduces Qlib 0.9's
-normalisation bug (microsoft/qlib#1993); the ``qlib`` dialect computes the correct weighted
-mean. ``docs/dialects.md`` lists every difference from the native dialect.
+The dialect ``qlib-compat`` is the same except where Qlib 0.9 has known defects, which it
+reproduces: ``WMA``'s normalisation (microsoft/qlib#1993) and ``IdxMax``/``IdxMin`` on a window
+holding NaN (``np.argmax`` returns the first NaN's position). The ``qlib`` dialect computes the
+correct weighted mean and skips NaN. ``docs/dialects.md`` lists every difference from the native dialect.
 
 Examples
 --------
@@ -196,6 +197,8 @@ class QlibDialect(Dialect):
         if name in _ROLLING:
             need(2, 2, "(feature, N)")
             n = window(1, _MIN_WINDOW.get(name, 1))
+            if self.compat and name in ("IdxMax", "IdxMin"):
+                return self._argext_compat(_ROLLING[name], args[0], n, span, source)
             node = self._build(_ROLLING[name], (args[0],), span, source, arg_spans[:1], window=n, min_periods=1)
             if name == "Rsquare":
                 node = self._mask_flat(node, (args[0],), n, span, source)
@@ -275,6 +278,20 @@ class QlibDialect(Dialect):
             cond = self._build("ne", (self._fill(args[0], 1, span, source), lit(0, span, source)), span, source)
             return self._build("where", (cond, args[1], args[2]), span, source)
         raise AssertionError(name)  # pragma: no cover - every name of QLIB_OPERATORS is handled
+
+    def _argext_compat(self, native: str, x: Factor, n: int, span, source) -> Factor:
+        """Qlib 0.9's ``IdxMax``/``IdxMin`` as they are: ``np.argmax`` over the raw window returns the
+        position of the first NaN when the window holds one (NaN for a window without values)."""
+        one, zero = lit(1, span, source), lit(0, span, source)
+        valid = self._build("eq", (x, x), span, source)                      # NaN where x is NaN
+        hole = self._fill(self._build("where", (valid, zero, one), span, source), 1, span, source)
+        any_hole = self._build("gt", (self._build("ts_max", (hole,), span, source, window=n, min_periods=1), zero),
+                               span, source)
+        first_hole = self._build("ts_argmax", (hole,), span, source, window=n, min_periods=1)
+        pos = self._build(native, (x,), span, source, window=n, min_periods=1)
+        node = self._build("where", (any_hole, first_hole, pos), span, source)
+        empty = self._build("eq", (self._build("ts_count", (x,), span, source, window=n), zero), span, source)
+        return self._build("mask", (node, empty), span, source)
 
     def _mask_flat(self, node: Factor, inputs, n: int, span, source) -> Factor:
         """NaN where the rolling std of any input is within ``STD_ZERO_ATOL`` of 0 (Qlib)."""

@@ -71,7 +71,8 @@ def library(name: str, compat: bool = False) -> dict[str, Factor]:
         (WorldQuant 101).
     compat : bool
         Qlib libraries only: parse with the ``qlib-compat`` dialect, which reproduces Qlib 0.9's
-        known bugs instead of correct math (``WMA``; none of Alpha158's features is affected).
+        known defects instead of correct math (``WMA``; ``IdxMax``/``IdxMin`` on windows holding
+        NaN, which Alpha158's IMAX/IMIN/IMXD features use).
 
     Examples
     --------

@@ -10,8 +10,9 @@ factorflow, in float64, matches the exact two-pass correlation there. The test s
 
 Known, documented differences (docs/dialects.md) are the only exclusions, each checked
 explicitly: ``IdxMax``/``IdxMin`` on a window holding NaN (Qlib's ``np.argmax`` returns the
-position of the first NaN; factorflow skips NaN), and ``WMA`` (Qlib 0.9 normalises wrongly,
-microsoft/qlib#1993; reproduced by the ``qlib-compat`` dialect).
+position of the first NaN; the ``qlib`` dialect skips NaN) and ``WMA`` (Qlib 0.9 normalises
+wrongly, microsoft/qlib#1993). The ``qlib-compat`` dialect reproduces both, and with it every cell
+of every Alpha158 feature equals Qlib's.
 """
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def _ours(text, dialect="qlib"):
 @pytest.mark.parametrize("text", OPERATORS)
 def test_qlib_operator_parity(qlib_results, text):
     want = qlib_results[text]
-    if text.startswith("WMA"):
+    if text.startswith(("WMA", "IdxMax", "IdxMin")):  # Qlib's defects, reproduced by qlib-compat
         _compare(_ours(text, "qlib-compat"), want, f"{text} (qlib-compat)")
+    if text.startswith("WMA"):
         return
     got = _ours(text)
     if text.startswith(("IdxMax", "IdxMin")):
@@ -108,6 +110,16 @@ def test_alpha158_parity(qlib_results):
         _compare(got, want, f"{name}: {text[name]}")
         checked += 1
     assert checked == 158
+
+
+def test_alpha158_parity_compat_is_exact_everywhere(qlib_results):
+    """With ``compat=True`` (Qlib's IdxMax/IdxMin NaN handling reproduced) every cell of every
+    feature matches Qlib, windows holding NaN included."""
+    lib = ff.library("alpha158", compat=True)
+    text = ff.factors.library_text("alpha158")
+    out = ff.compute(lib, PANEL, chunks={"time": 70, "symbol": 24}).compute()
+    for name in lib:
+        _compare(out.to_numpy(name), qlib_results[text[name]], f"{name} (compat): {text[name]}")
 
 
 def test_alpha360_parity(qlib_results):
