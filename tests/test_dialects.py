@@ -309,3 +309,14 @@ def test_the_paper_spellings_parse_to_the_same_nodes():
                   "ts_std(close / delay(close, 1) - 1, 20), close), 2), 5)) - 0.5")
     assert a.equals(b)
     assert ff.factor("Mean($close, 5)/$close", dialect="qlib").equals(ff.factor("ts_mean(close, 5, 1) / close"))
+
+
+def test_qlib_compat_idxmax_takes_the_first_nan_as_qlib_does():
+    def qlib_argmax(w):  # qlib/data/ops.py IdxMax: rolling(N, min_periods=1).apply(lambda x: x.argmax() + 1)
+        return float(np.argmax(w) + 1)
+
+    def qlib_argmin(w):
+        return float(np.argmin(w) + 1)
+
+    _check("IdxMax($x, 6)", "qlib-compat", _apply(X, 6, qlib_argmax))
+    _check("IdxMin($x, 6)", "qlib-compat", _apply(X, 6, qlib_argmin))
