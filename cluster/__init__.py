@@ -62,6 +62,11 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _repr_html_(self) -> str:
+        from .display import cluster_html
+
+        return cluster_html(self)
+
     def __repr__(self) -> str:
         kind = "local" if self.cluster is not None else "connected"
         try:
@@ -132,7 +137,11 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
             link = f"http://{host}:{cluster.scheduler.http_server.port}/status"
         except Exception:  # pragma: no cover - dashboard disabled by config
             link = None
-    return Cluster(client, cluster, link)
+    handle = Cluster(client, cluster, link)
+    from .display import announce
+
+    announce(handle)  # the dashboard link: HTML in a notebook, one stderr line elsewhere
+    return handle
 
 
 def connect(address: str | None = None, scheduler_file: str | None = None, security=None, timeout="30s") -> Cluster:

@@ -15,7 +15,7 @@ agree with alphalens-reloaded to 1e-9 (tests/test_evaluate.py).
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -180,7 +180,7 @@ def _eval_task(params, price, carry, *factors):
     periods, levels, lags, halo, demean, group, n_groups = params
     fac = np.stack([np.asarray(f, dtype=np.float64) for f in factors])
     price = np.ascontiguousarray(price, dtype=np.float64)
-    F, Rh, N = fac.shape
+    F, Rh, _ = fac.shape
     R = Rh - halo
     P, Q, K = len(periods), len(levels) - 1, len(lags)
     out = {
@@ -197,7 +197,7 @@ def _eval_task(params, price, carry, *factors):
 
 
 def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10), quantiles: int = 5,
-             groups=None, demeaned: bool = True, chunks=None) -> "Evaluation":
+             groups=None, demeaned: bool = True, chunks=None) -> Evaluation:
     """Evaluate factors against forward returns: IC, rank IC, quantile returns, turnover.
 
     Per date (cross-sectionally) and per horizon: the Pearson IC and the Spearman rank IC of the
@@ -420,7 +420,6 @@ class Evaluation:
             import polars as pl
 
             q = self._r["qmean"]
-            F, P, T, Q = q.shape
             has = np.broadcast_to(self._r["qcount"][:, None, :, :] > 0, q.shape)
             fi, pi, ti, qi = np.nonzero(has)
             return pl.DataFrame({

@@ -89,8 +89,8 @@ def test_ic_and_rank_ic_match_alphalens_and_scipy(data, evaluation, name):
         r = ref[col].reindex(o.index)
         np.testing.assert_allclose(o["rank_ic"].to_numpy(float), r.to_numpy(float), rtol=0, atol=TOL, equal_nan=True)
         # Pearson IC: SciPy on alphalens' clean sample
-        pear = fd.groupby(level="date")[[col, "factor"]].apply(lambda g: stats.pearsonr(g[col], g["factor"])[0]
-                                                              if len(g) > 1 else np.nan)
+        pear = fd.groupby(level="date")[[col, "factor"]].apply(
+            lambda g, c=col: stats.pearsonr(g[c], g["factor"])[0] if len(g) > 1 else np.nan)
         np.testing.assert_allclose(o["ic"].to_numpy(float), pear.reindex(o.index).to_numpy(float),
                                    rtol=0, atol=TOL, equal_nan=True)
     if name == "ties":  # the collided dates are gone from every statistic, as in alphalens
@@ -179,7 +179,7 @@ def test_results_do_not_depend_on_chunking_or_cluster(data, evaluation):
 
 
 def test_formulas_are_computed_and_summary_is_consistent(data):
-    close, facs, times, symbols = data
+    close, _, times, symbols = data
     panel = ff.Panel.from_numpy({"close": close}, times=times.values, symbols=symbols)
     ev = ff.evaluate({"rev": "-(close / delay(close, 3) - 1)", "mom": ff.field("close").ts_mean(5) / ff.field("close")},
                      panel, periods=(1, 5))
@@ -213,14 +213,14 @@ def test_formulas_are_computed_and_summary_is_consistent(data):
     ({"chunks": 0}, ValueError, "chunks must be"),
 ])
 def test_bad_arguments_are_named_before_any_work(data, kwargs, exc, match):
-    close, facs, times, symbols = data
+    close, _, times, symbols = data
     panel = ff.Panel.from_numpy({"close": close}, times=times.values, symbols=symbols)
     with pytest.raises(exc, match=match):
         ff.evaluate({"m": "ts_mean(close, 3)"}, panel, **kwargs)
 
 
 def test_bad_formula_is_reported_with_a_caret(data):
-    close, facs, times, symbols = data
+    close, _, times, symbols = data
     panel = ff.Panel.from_numpy({"close": close}, times=times.values, symbols=symbols)
     with pytest.raises(ff.FactorTypeError, match="clsoe"):
         ff.evaluate({"m": "ts_mean(clsoe, 3)"}, panel)
