@@ -23,10 +23,18 @@ def compute_with_progress(panel, *, minimum: float = 0.0):
         return panel
     from distributed import progress, wait
 
+    try:  # the widget needs ipywidgets; without it the text bar is shown in notebooks too
+        import ipywidgets  # noqa: F401
+
+        from ..cluster.display import in_notebook
+
+        notebook = in_notebook()
+    except ImportError:
+        notebook = False
     for g in panel._groups:
         if g.is_dask and g._cache is None:
             persisted = client.persist(g.data)
-            progress(persisted)
+            progress(persisted, notebook=notebook)
             wait(persisted)
             g.data = persisted
             g.origins = None  # blocks now live on the workers: gather them
