@@ -32,7 +32,7 @@ class Cluster:
     @property
     def dashboard_link(self) -> str | None:
         """URL of the Dask dashboard (None when the scheduler runs without one)."""
-        if self._dashboard_link is not None:
+        if self._dashboard_link is not None or self.cluster is not None:  # local: known at start
             return self._dashboard_link
         try:
             return self.client.dashboard_link
@@ -112,11 +112,17 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
         threads_per_worker = 1 if processes else max(1, ncores // n_workers)
     if dashboard_address is not None and ":" not in str(dashboard_address):
         dashboard_address = f"127.0.0.1:{dashboard_address}"
+    if dashboard_address is None:
+        # no dashboard; the scheduler's HTTP server (health, metrics) still starts: keep it on the
+        # loopback (by default it binds the scheduler's host address on port 8787)
+        kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0",
+                                      **kwargs.get("scheduler_kwargs", {})}
     if processes:
         # TCP on the loopback interface only (scheduler, nannies, workers)
         kwargs.setdefault("host", "127.0.0.1")
     # threads: in-process "inproc" transport, no network listener for scheduler/worker traffic
-    kwargs.setdefault("worker_dashboard_address", "127.0.0.1:0" if dashboard_address is not None else None)
+    # a worker always starts an HTTP server; without an address it binds 0.0.0.0: keep it on the loopback
+    kwargs.setdefault("worker_dashboard_address", "127.0.0.1:0")
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
