@@ -87,6 +87,9 @@ def _resolve_factors(factors, panel: Panel):
     if isinstance(factors, Panel):
         if factors.shape != panel.shape:
             raise ValueError(f"the factor panel's shape {factors.shape} differs from the price panel's {panel.shape}")
+        if not (np.array_equal(factors.times, panel.times) and np.array_equal(factors.symbols, panel.symbols)):
+            raise ValueError("the factor panel's times or symbols differ from the price panel's: evaluate factors "
+                             "on the panel they were computed from")
         return list(factors.fields), factors
     if isinstance(factors, (str, Factor)):
         factors = [factors]
@@ -307,10 +310,27 @@ def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10)
 class Evaluation:
     """The result of :func:`factorflow.evaluate`: per-date statistics and their summary.
 
-    Frames (Polars): :attr:`ic`, :attr:`quantile_returns`, :attr:`turnover`,
-    :attr:`rank_autocorrelation`, :attr:`coverage`, :attr:`cumulative_returns`, and
-    :meth:`summary`. :meth:`show` displays the bokeh report in a notebook, :meth:`save`
-    writes it as a standalone HTML file.
+    Frames (Polars): :attr:`ic`, :attr:`quantile_returns`, :attr:`quantile_returns_by_date`,
+    :attr:`turnover` (and :meth:`turnover_at`), :attr:`rank_autocorrelation`, :attr:`coverage`,
+    :attr:`cumulative_returns`, and :meth:`summary`. :meth:`show` displays the bokeh report in a
+    notebook, :meth:`save` writes it as a standalone HTML file.
+
+    Examples
+    --------
+    >>> import numpy as np, factorflow as ff
+    >>> rng = np.random.default_rng(1)
+    >>> ret = 0.01 * rng.standard_normal((120, 30))
+    >>> close = 100 * np.exp(np.cumsum(ret, axis=0))
+    >>> signal = np.roll(ret, -1, axis=0)  # knows tomorrow's return: a perfect rank IC at period 1
+    >>> ev = ff.evaluate({"oracle": "signal"}, ff.Panel.from_numpy({"close": close, "signal": signal}),
+    ...                  periods=(1,), quantiles=3)
+    >>> s = ev.summary().row(0, named=True)
+    >>> round(s["rank_ic_mean"], 12), s["n_dates"]
+    (1.0, 119)
+    >>> ev.quantile_returns["quantile"].to_list()
+    [1, 2, 3]
+    >>> bool(ev.quantile_returns["mean_return"][2] > 0 > ev.quantile_returns["mean_return"][0])
+    True
     """
 
     def __init__(self, names, periods, quantiles, lags, times, n_symbols, res, group_labels, demeaned, prices):

@@ -224,3 +224,23 @@ def test_bad_formula_is_reported_with_a_caret(data):
     panel = ff.Panel.from_numpy({"close": close}, times=times.values, symbols=symbols)
     with pytest.raises(ff.FactorTypeError, match="clsoe"):
         ff.evaluate({"m": "ts_mean(clsoe, 3)"}, panel)
+
+
+def test_float32_panel_and_a_computed_panel_as_factors(data, evaluation):
+    close, facs, times, symbols = data
+    p32 = ff.Panel.from_numpy({"close": close.astype(np.float32), "signal": facs["signal"].astype(np.float32)},
+                              times=times.values, symbols=symbols)
+    p64 = ff.Panel.from_numpy({"close": close.astype(np.float32).astype(np.float64),
+                               "signal": facs["signal"].astype(np.float32).astype(np.float64)},
+                              times=times.values, symbols=symbols)
+    a = ff.evaluate(["signal"], p32, periods=PERIODS, chunks=20).ic
+    b = ff.evaluate(["signal"], p64, periods=PERIODS).ic
+    assert a.equals(b)
+    # a Panel of computed factors (ff.compute's lazy result) is evaluated field by field
+    panel = ff.Panel.from_numpy({"close": close}, times=times.values, symbols=symbols)
+    out = ff.compute({"rev": "-(close / delay(close, 3) - 1)"}, panel)
+    direct = ff.evaluate({"rev": "-(close / delay(close, 3) - 1)"}, panel, periods=PERIODS)
+    assert ff.evaluate(out, panel, periods=PERIODS).summary().equals(direct.summary())
+    other = ff.Panel.from_numpy({"close": close}, symbols=symbols)  # default times 0..T-1
+    with pytest.raises(ValueError, match="times or symbols differ"):
+        ff.evaluate(out, other)
