@@ -35,12 +35,22 @@ def _x(times):
     return np.arange(len(t)), "linear"
 
 
-def _palette(n: int):
-    from bokeh.palettes import RdYlGn11, linear_palette
+def _palette(n: int) -> list[str]:
+    """``n`` colours from red (quantile 1, lowest factor values) to green (top quantile).
+
+    Examples
+    --------
+    >>> _palette(3)
+    ['#a50026', '#ffffbf', '#006837']
+    >>> len(_palette(20)), len(set(_palette(20)))
+    (20, 20)
+    """
+    from bokeh.palettes import RdYlGn11, Turbo256
 
     if n <= 11:
-        return list(RdYlGn11[::-1][:: max(1, 11 // n)])[:n] if n > 2 else ["#d73027", "#1a9850"][:n]
-    return list(linear_palette(RdYlGn11[::-1] * ((n // 11) + 1), n))
+        pal = RdYlGn11[::-1]  # bokeh lists it green to red
+        return [pal[int(round(i))] for i in np.linspace(0, 10, n)]
+    return [Turbo256[int(round(i))] for i in np.linspace(0, 255, n)]
 
 
 def _rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
