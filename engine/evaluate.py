@@ -177,13 +177,29 @@ def _carry_step(block, carry):
     return out
 
 
-def _eval_task(params, price, carry, *factors):
+def _group_block(group_values, rows: int, N: int):
+    """(rows, N) int64 codes and their count: static codes broadcast, or a block of a group
+    field (finite values are labels, dense-coded per block; NaN = no group)."""
+    if group_values is None:
+        return np.full((rows, N), -1, np.int64), 0
+    g = np.asarray(group_values)
+    if g.ndim == 1:
+        return np.ascontiguousarray(np.broadcast_to(g, (rows, N))), int(g.max()) + 1
+    ok = np.isfinite(g)
+    labels, codes = np.unique(g[ok], return_inverse=True)
+    out = np.full(g.shape, -1, np.int64)
+    out[ok] = codes
+    return out, len(labels)
+
+
+def _eval_task(params, price, carry, group_values, *factors):
     from ..kernels.cpu.evaluate import evaluate_rows
 
-    periods, levels, lags, halo, demean, group, n_groups = params
+    periods, levels, lags, halo, demean = params
     fac = np.stack([np.asarray(f, dtype=np.float64) for f in factors])
     price = np.ascontiguousarray(price, dtype=np.float64)
-    F, Rh, _ = fac.shape
+    F, Rh, N = fac.shape
+    group, n_groups = _group_block(group_values, Rh, N)
     R = Rh - halo
     P, Q, K = len(periods), len(levels) - 1, len(lags)
     out = {
@@ -225,10 +241,12 @@ def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10)
         Forward-return horizons in rows (bars) of the panel.
     quantiles : int
         Number of equal-count quantiles per date, 1 = lowest factor values.
-    groups : sequence or dict, optional
-        A group label per symbol (in ``panel.symbols`` order, or a dict symbol -> label; None or
-        NaN = no group). Symbols without a group leave the sample, and group-neutral variants
-        (returns demeaned within each group) are added.
+    groups : str, sequence or dict, optional
+        Groups (e.g. industries) for the group-neutral variants (forward returns demeaned
+        within each group on each date), which are added to the results. Either the name of a
+        panel field holding group codes per date and symbol (any finite number is a group label,
+        NaN = no group), or a static label per symbol (a sequence in ``panel.symbols`` order or
+        a dict symbol -> label; None or NaN = no group). Cells without a group leave the sample.
     demeaned : bool
         Quantile returns relative to the date's mean forward return (alphalens' default).
     chunks : int, optional
@@ -269,10 +287,15 @@ def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10)
         raise ValueError(f"the panel has {T} rows; the longest horizon ({periods[-1]}) needs more")
     if quantiles > 32767:
         raise ValueError("quantiles must be < 32768")
-    if groups is not None:
+    group_field = None
+    if isinstance(groups, str):
+        if groups not in panel.fields:
+            raise KeyError(f"groups field {groups!r} is not in the panel (fields: {', '.join(panel.fields)})")
+        group_field, group, group_labels = groups, None, [groups]
+    elif groups is not None:
         group, group_labels = _group_codes(groups, panel.symbols)
     else:
-        group, group_labels = np.full(N, -1, np.int64), []
+        group, group_labels = None, []
     names, src = _resolve_factors(factors, panel)
     if len(set(names)) != len(names):
         raise ValueError(f"factor names repeat: {names}")
@@ -284,8 +307,8 @@ def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10)
     client = _active_client()
     price = _dask_rows(panel, prices, tchunks, client)
     facs = [_dask_rows(src, n, tchunks, client) for n in names]
-    params = (np.array(periods, np.int64), quantile_levels(quantiles), np.array(lags, np.int64), 0,
-              bool(demeaned), group, len(group_labels))
+    gfield = _dask_rows(panel, group_field, tchunks, client) if group_field is not None else None
+    params = (np.array(periods, np.int64), quantile_levels(quantiles), np.array(lags, np.int64), 0, bool(demeaned))
 
     starts = np.cumsum((0,) + tuple(tchunks[:-1])).tolist()
     tasks = []
@@ -299,7 +322,8 @@ def evaluate(factors, panel: Panel, *, prices: str = "close", periods=(1, 5, 10)
             prev_s = s
         e = min(T, r1 + periods[-1])
         p = params[:3] + (r0 - s,) + params[4:]
-        tasks.append(delayed(_eval_task, pure=True)(p, price[s:e], carry, *[f[s:r1] for f in facs]))
+        g = gfield[s:r1] if gfield is not None else group
+        tasks.append(delayed(_eval_task, pure=True)(p, price[s:e], carry, g, *[f[s:r1] for f in facs]))
     parts = dask.compute(*tasks)
     keys = parts[0].keys()
     res = {k: np.concatenate([pt[k] for pt in parts], axis=-2 if k in ("qmean", "qcount", "turnover", "qmean_gn")

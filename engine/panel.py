@@ -328,7 +328,16 @@ class Panel:
 
     def plot(self, field: str, symbols=None, **kwargs):
         """A bokeh figure of ``field`` over time for ``symbols`` (default: the first 10); see
-        :func:`factorflow.engine.plots.plot_panel`. Show it with ``bokeh.io.show``."""
+        :func:`factorflow.engine.plots.plot_panel`. Show it with ``bokeh.io.show``.
+
+        Examples
+        --------
+        >>> import numpy as np, factorflow as ff
+        >>> p = ff.Panel.from_numpy({"x": np.arange(6.0).reshape(3, 2)}, symbols=["A", "B"])
+        >>> fig = p.plot("x", symbols=["B"])
+        >>> fig.renderers[0].data_source.data["y"].tolist()
+        [1.0, 3.0, 5.0]
+        """
         from .plots import plot_panel
 
         return plot_panel(self, field, symbols, **kwargs)

@@ -244,3 +244,36 @@ def test_float32_panel_and_a_computed_panel_as_factors(data, evaluation):
     other = ff.Panel.from_numpy({"close": close}, symbols=symbols)  # default times 0..T-1
     with pytest.raises(ValueError, match="times or symbols differ"):
         ff.evaluate(out, other)
+
+
+def test_time_varying_groups_from_a_field_match_alphalens(data):
+    close, facs, times, symbols = data
+    rng = np.random.default_rng(9)
+    codes = rng.integers(0, 4, (T, N)).astype(float)
+    codes[rng.random((T, N)) < 0.05] = np.nan  # no group: the cell leaves the sample
+    codes[:, 0] = 7.5  # any finite number is a label
+    panel = ff.Panel.from_numpy({"close": close, "signal": facs["signal"], "industry": codes},
+                                times=times.values, symbols=symbols)
+    ev = ff.evaluate(["signal"], panel, periods=PERIODS, groups="industry", chunks=17)
+    idx = pd.MultiIndex.from_product([times, symbols], names=["date", "asset"])
+    groupby = pd.Series(codes.reshape(-1), index=idx).dropna()
+    fd = alphalens_clean(close, facs["signal"], times, symbols, groups=groupby)
+    cols = al.utils.get_forward_returns_columns(fd.columns)
+    ic = al.performance.factor_information_coefficient(fd)
+    ic_gn = al.performance.factor_information_coefficient(fd, group_adjust=True)
+    mean_gn, _ = al.performance.mean_return_by_quantile(fd, group_adjust=True)
+    mean_ret, _ = al.performance.mean_return_by_quantile(fd)
+    ours = _ours_ic(ev, "signal")
+    for per, col in zip(PERIODS, cols):
+        o = ours[ours.period == per].set_index("time")
+        assert list(o.index) == list(fd.index.get_level_values("date").unique())
+        np.testing.assert_allclose(o["rank_ic"].to_numpy(float), ic[col].reindex(o.index).to_numpy(float),
+                                   rtol=0, atol=TOL)
+        np.testing.assert_allclose(o["rank_ic_group_neutral"].to_numpy(float),
+                                   ic_gn[col].reindex(o.index).to_numpy(float), rtol=0, atol=TOL)
+        oq = ev.quantile_returns.filter(pl.col("period") == per).sort("quantile")
+        np.testing.assert_allclose(oq["mean_return"].to_numpy(), mean_ret[col].to_numpy(), rtol=0, atol=TOL)
+        np.testing.assert_allclose(oq["mean_return_group_neutral"].to_numpy(), mean_gn[col].to_numpy(),
+                                   rtol=0, atol=TOL)
+    with pytest.raises(KeyError, match="groups field 'sector'"):
+        ff.evaluate(["signal"], panel, groups="sector")

@@ -114,8 +114,9 @@ def evaluate_rows(fac, price, carry, group, n_groups, periods, levels, lags, hal
         fewer at the end of the panel); NaN = missing, forward-filled from ``carry``.
     carry : float64 (N,)
         Last valid price of each symbol before row ``s`` (NaN if none).
-    group : int64 (N,)
-        Group code ``0..n_groups-1`` per symbol, -1 = no group (excluded when ``n_groups > 0``).
+    group : int64 (Rh, N)
+        Group code ``0..n_groups-1`` per row and symbol, -1 = no group (the cell leaves the
+        sample when ``n_groups > 0``).
     periods : int64 (P,)
         Forward-return horizons in rows.
     levels : float64 (Q + 1,)
@@ -187,7 +188,7 @@ def evaluate_rows(fac, price, carry, group, n_groups, periods, levels, lags, hal
         o = lr - halo
         # -- forward returns and the symbols that have all of them -------------------------------
         for j in range(N):
-            retok[j] = n_groups == 0 or group[j] >= 0
+            retok[j] = n_groups == 0 or group[lr, j] >= 0
         for p in range(P):
             ahead = lr + periods[p]
             for j in range(N):
@@ -296,13 +297,13 @@ def evaluate_rows(fac, price, carry, group, n_groups, periods, levels, lags, hal
                     gs[:] = 0.0
                     gc[:] = 0
                     for m in range(n):
-                        gg = group[order[m]]
+                        gg = group[lr, order[m]]
                         gs[gg] += rv[m]
                         gc[gg] += 1
                     for gg in range(n_groups):
                         gs[gg] = gs[gg] / gc[gg] if gc[gg] > 0 else 0.0
                     for m in range(n):
-                        dv[m] = rv[m] - gs[group[order[m]]]
+                        dv[m] = rv[m] - gs[group[lr, order[m]]]
                     ic_gn[f, p, o] = _pearson(fv, dv, n)
                     for m in range(n):
                         svals[m] = dv[m]
