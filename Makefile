@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test bench clean venv chromium docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,24 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m factorflow demo
 
-test: $(STAMP) qlib-venv
+test: $(STAMP) qlib-venv chromium
 	$(PY) -m pytest -q
+
+# headless Chromium for tests/test_plots.py (renders a saved bokeh report); Debian's package, as root
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "warning: could not install chromium; tests/test_plots.py will skip its browser check"
+
+# the documentation site (mkdocs-material) into build/site; tests/test_site.py builds it with --strict too
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict -d build/site
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_compute.py
+	$(PY) benchmarks/bench_evaluate.py
 
 # Qlib (pyqlib) lives in its own virtualenv, never in $(VENV): it pins pyarrow and
 # pulls jupyter/mlflow/cvxpy. tests/qlib_harness.py runs tests/qlib_eval.py with it in

@@ -32,7 +32,7 @@ class Cluster:
     @property
     def dashboard_link(self) -> str | None:
         """URL of the Dask dashboard (None when the scheduler runs without one)."""
-        if self._dashboard_link is not None:
+        if self._dashboard_link is not None or self.cluster is not None:  # local: known at start
             return self._dashboard_link
         try:
             return self.client.dashboard_link
@@ -61,6 +61,11 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _repr_html_(self) -> str:
+        from .display import cluster_html
+
+        return cluster_html(self)
 
     def __repr__(self) -> str:
         kind = "local" if self.cluster is not None else "connected"
@@ -107,11 +112,17 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
         threads_per_worker = 1 if processes else max(1, ncores // n_workers)
     if dashboard_address is not None and ":" not in str(dashboard_address):
         dashboard_address = f"127.0.0.1:{dashboard_address}"
+    if dashboard_address is None:
+        # no dashboard; the scheduler's HTTP server (health, metrics) still starts: keep it on the
+        # loopback (by default it binds the scheduler's host address on port 8787)
+        kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0",
+                                      **kwargs.get("scheduler_kwargs", {})}
     if processes:
         # TCP on the loopback interface only (scheduler, nannies, workers)
         kwargs.setdefault("host", "127.0.0.1")
     # threads: in-process "inproc" transport, no network listener for scheduler/worker traffic
-    kwargs.setdefault("worker_dashboard_address", "127.0.0.1:0" if dashboard_address is not None else None)
+    # a worker always starts an HTTP server; without an address it binds 0.0.0.0: keep it on the loopback
+    kwargs.setdefault("worker_dashboard_address", "127.0.0.1:0")
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
@@ -132,7 +143,11 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
             link = f"http://{host}:{cluster.scheduler.http_server.port}/status"
         except Exception:  # pragma: no cover - dashboard disabled by config
             link = None
-    return Cluster(client, cluster, link)
+    handle = Cluster(client, cluster, link)
+    from .display import announce
+
+    announce(handle)  # the dashboard link: HTML in a notebook, one stderr line elsewhere
+    return handle
 
 
 def connect(address: str | None = None, scheduler_file: str | None = None, security=None, timeout="30s") -> Cluster:

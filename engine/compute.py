@@ -59,7 +59,7 @@ def explain(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan
     return plan(factors, panel, chunks=chunks, backend=backend)
 
 
-def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Panel:
+def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu", progress: bool = False) -> Panel:
     """Compute factors over a panel; returns a dask-backed :class:`Panel` of the results.
 
     Parameters
@@ -73,6 +73,9 @@ def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Pane
         ``{"time": rows, "symbol": cols}`` (-1 for a whole axis); planned from the data size,
         the stages and the worker count when omitted.
     backend : {"cpu", "gpu"}
+    progress : bool
+        Compute now and show progress: Dask's progress widget in a notebook with a distributed
+        client (``ff.cluster.local()``), a text bar in a terminal (see ``engine/progress.py``).
 
     Returns
     -------
@@ -106,4 +109,8 @@ def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Pane
     out = Panel([_Group(tuple(p.names), arr, origins)], panel.times, panel.symbols)
     out.plan = p
     out._keep = keep  # scattered inputs stay alive as long as the result
+    if progress:
+        from .progress import compute_with_progress
+
+        compute_with_progress(out)
     return out

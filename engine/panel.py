@@ -321,6 +321,27 @@ class Panel:
         return write_parquet(self, path, partition_by=partition_by,
                              fields=list(self.fields if fields is None else fields), compression=compression)
 
+    def _repr_html_(self):
+        from .html import panel_html
+
+        return panel_html(self)
+
+    def plot(self, field: str, symbols=None, **kwargs):
+        """A bokeh figure of ``field`` over time for ``symbols`` (default: the first 10); see
+        :func:`factorflow.engine.plots.plot_panel`. Show it with ``bokeh.io.show``.
+
+        Examples
+        --------
+        >>> import numpy as np, factorflow as ff
+        >>> p = ff.Panel.from_numpy({"x": np.arange(6.0).reshape(3, 2)}, symbols=["A", "B"])
+        >>> fig = p.plot("x", symbols=["B"])
+        >>> fig.renderers[0].data_source.data["y"].tolist()
+        [1.0, 3.0, 5.0]
+        """
+        from .plots import plot_panel
+
+        return plot_panel(self, field, symbols, **kwargs)
+
     def __repr__(self):
         T, N = self.shape
         names = ", ".join(self.fields[:8]) + (", ..." if len(self.fields) > 8 else "")

@@ -200,6 +200,11 @@ class Plan:
     def __repr__(self) -> str:
         return str(self)
 
+    def _repr_html_(self):  # Jupyter
+        from .html import plan_html
+
+        return plan_html(self)
+
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
 

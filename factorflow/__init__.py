@@ -24,10 +24,12 @@ from .factors import (
     operators,
 )
 from .engine import Panel, TickDataError, TickStore, compute, explain, generate_ticks, sample_panel
+from .engine.evaluate import Evaluation, evaluate
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Panel", "TickDataError", "TickStore",
-    "cluster", "compute", "explain", "factor", "field", "generate_ticks", "libraries", "library", "operators", "sample_panel", "__version__",
+    "Evaluation", "Factor", "FactorError", "FactorSyntaxError", "FactorTypeError", "Panel", "TickDataError", "TickStore",
+    "cluster", "compute", "evaluate", "explain", "factor", "field", "generate_ticks", "libraries", "library", "operators",
+    "sample_panel", "__version__",
 ]

@@ -199,6 +199,11 @@ class Factor:
     def __repr__(self):
         return f"<Factor {self.canonical}>"
 
+    def _repr_html_(self):  # Jupyter
+        from .html import factor_html
+
+        return factor_html(self)
+
     @property
     def formula(self) -> str:
         """The text this factor was parsed from, or its canonical text if built in Python."""
