@@ -405,6 +405,9 @@ def open_cluster(spec: JobSpec, echo=print):
         raise ClusterError(str(e)) from None
     except (OSError, TimeoutError) as e:
         raise ClusterError(f"cannot reach the Dask scheduler ({where}): {type(e).__name__}: {e}") from None
+    except TypeError as e:  # distributed's way of saying a tls:// scheduler got no certificates
+        raise ClusterError(f"cannot connect to the Dask scheduler ({where}): {e} -- a tls:// scheduler needs "
+                           "--tls-ca-file, --tls-cert and --tls-key") from None
     try:
         c.client.wait_for_workers(1, timeout=spec.worker_timeout)
     except TimeoutError:
