@@ -542,9 +542,10 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
             try:
                 written, saved_state = _gather(client, futures, len(commits), to_write, result, bar)
             finally:
+                t_done = time.perf_counter()
                 if bar is not None:
                     bar.stop()
-    seconds = time.perf_counter() - t_compute
+    seconds = (t_done if todo else time.perf_counter()) - t_compute
     if need_state:
         save_state(state_dir, new_meta, saved_state)
     elif new_meta is None:
@@ -670,7 +671,18 @@ class _Progress:
                     outer.stages = {k: (all[k] - remaining.get(k, 0), all[k]) for k in all}
                     outer.draw()
 
-            self._bar = _Bar(futures, complete=True, interval="200ms")
+            def stage_of(key):  # runs on the scheduler: pickled by value (a closure), no imports
+                # Dask may fuse linear chains into one key named after all of them: the most
+                # downstream stage named in the key labels it
+                name = key[0] if isinstance(key, tuple) else str(key)
+                for word, label in (("commit", "commit"), ("state", "state"), ("cross-section", "cross-section"),
+                                    ("cross", "cross-section"), ("recursive", "scan"), ("local", "local"),
+                                    ("bars", "bars")):
+                    if word in name:
+                        return label
+                return "other"
+
+            self._bar = _Bar(futures, complete=True, interval="200ms", group_by=stage_of)
             runner = LoopRunner(asynchronous=False)
             self._thread = threading.Thread(target=lambda: _quiet(runner.run_sync, self._bar.listen), daemon=True)
             self._thread.start()
@@ -685,14 +697,21 @@ class _Progress:
         width = 24
         frac = self.done / self.n if self.n else 1.0
         bar = "#" * int(width * frac)
-        stages = " ".join(f"{k.removeprefix('ff-')} {d}/{a}" for k, (d, a) in sorted(self.stages.items())
-                          if not k.startswith("ff-commit"))
+        stages = " ".join(f"{k} {d}/{a}" for k, (d, a) in sorted(self.stages.items())
+                          if k not in ("other", "commit", "state"))
         line = (f"\r[{bar:<{width}}] partitions {self.done}/{self.n} | {stages} | "
                 f"{time.perf_counter() - self.t0:.1f} s")
         sys.stderr.write(line[:200].ljust(120))
         sys.stderr.flush()
 
     def stop(self) -> None:
+        if self._bar is not None:
+            self._thread.join(timeout=2)
+            time.sleep(0.5)  # let the scheduler's feed see the closed comm before the cluster closes
+            if self._thread.is_alive():
+                comm = getattr(self._bar, "comm", None)
+                if comm is not None:
+                    comm.abort()
         sys.stderr.write("\n")
         sys.stderr.flush()
 

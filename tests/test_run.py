@@ -209,3 +209,41 @@ def test_hostile_formulas_are_rejected_not_run(formula, ticks, tmp_path, capsys,
     assert main(["run", "--ticks", ticks, "--out", "out", "--no-progress", "--factor", f"x={formula}"]) == 1
     assert "invalid job" in capsys.readouterr().err
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out").exists()
+
+
+def test_progress_bar(ticks, tmp_path, capsys):
+    from factorflow.engine.job import JobSpec, run_job
+
+    spec = JobSpec(ticks=ticks, out=str(tmp_path / "out"), freq=FREQ, end="2024-01-05",
+                   factor=[f"{k}={v}" for k, v in FACTORS.items()], dashboard_address="127.0.0.1:0")
+    summary = run_job(spec, progress=True)
+    assert summary["written"] == 4
+    err = capsys.readouterr().err
+    assert "partitions 4/4" in err and "bars " in err and "scan " in err
+
+
+def test_failures_name_the_partition_and_suggest_smaller_chunks():
+    """How task failures are reported (a real out-of-memory kill is not provoked on a shared machine)."""
+    import numpy as np
+    from distributed import KilledWorker
+
+    import factorflow as ff
+    from factorflow.engine.job import ComputeError, _classify
+
+    class Client:
+        status = "running"
+
+    times = np.array(["2024-01-02T15:00", "2024-01-03T15:00", "2024-01-04T15:00"], dtype="datetime64[ns]")
+    result = ff.compute({"m": "ts_mean(close, 2)"}, ff.Panel.from_numpy({"close": np.ones((3, 4))}, times=times),
+                        chunks={"time": 2})
+    key = result._groups[0].data.__dask_keys__()[0][1][0]  # second time block: rows 2..3
+    err = _classify(KilledWorker(key, "tcp://127.0.0.1:1", 3), Client(), [], result)
+    assert isinstance(err, ComputeError)
+    assert "partition date=2024-01-04" in str(err) and "smaller chunks (--chunks" in str(err)
+    to_write = [("2024-01-02", 0, 1, "d", {}), ("2024-01-03", 1, 2, "d", {})]
+    err = _classify(MemoryError(), Client(), to_write, result)
+    assert "out of memory" in str(err)
+    err = _classify(KilledWorker("ff-commit-abc-1", "tcp://127.0.0.1:1", 3), Client(), to_write, result)
+    assert "partition date=2024-01-03" in str(err)
+    err = _classify(ValueError("boom"), Client(), to_write, result)
+    assert "a task failed" in str(err) and "boom" in str(err)
