@@ -273,10 +273,11 @@ def _snapshot(name, j, program, stage, where, toff, c0, c1, dtype_str, stage_sta
 def _collect_states(dtype_str: str, n: int, parts) -> dict:
     """``{node text: state (rows, N)}`` from the per-symbol-block ``(block, states)`` pairs."""
     out = {}
-    for texts, soff, items in parts:
+    for texts, _, items in parts:
         for k, text in enumerate(texts):
             out[text] = np.concatenate([np.asarray(item[1][k]) for item in items], axis=1)
-            assert out[text].shape[1] == n
+            if out[text].shape[1] != n:  # pragma: no cover - a graph-building bug
+                raise RuntimeError(f"state of {text}: {out[text].shape[1]} symbols, expected {n}")
     return out
 
 

@@ -195,7 +195,7 @@ def load_factors(spec: JobSpec) -> dict:
             raise JobError(f"unknown factor library {lib!r}{hint}; available: {', '.join(names)}")
         for name, f in library(lib).items():
             add(name, f, f"library {lib}")
-    for i, item in enumerate(spec.factor):
+    for item in spec.factor:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise JobError(f"--factor {item!r}: expected NAME=FORMULA")
@@ -311,10 +311,12 @@ def prepare(spec: JobSpec) -> Prepared:
                            f"{spec.end or 'the last date'}")
         if spec.symbols:
             try:
-                symbols = list(store.check_symbols(spec.symbols, range_dates[0], range_dates[-1]))
+                store.check_symbols(spec.symbols, range_dates[0], range_dates[-1])
             except ValueError as e:
                 raise JobError(str(e)) from None
             symbols = [str(s) for s in spec.symbols]
+            if len(set(symbols)) != len(symbols):
+                raise JobError(f"--symbols repeat: {', '.join(sorted({s for s in symbols if symbols.count(s) > 1}))}")
         else:
             symbols = [str(s) for s in store.symbols(range_dates[0], range_dates[-1])]
         per_date = date_fingerprints(store, range_dates)
@@ -458,8 +460,6 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
 
     spec = prep.spec
     client = cluster.client
-    if spec.external and not spec.incremental:
-        pass
     panel = bars_panel(prep.store, spec.freq, prep.dates[0], prep.dates[-1], symbols=prep.symbols,
                        session=spec.session, missing_symbols="empty")
     chunks = _chunks(spec.chunks)
@@ -515,7 +515,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
          f"lookback {h} rows")
     token = dask.base.tokenize(spec.out, names, prep.out_dates, time.time())
     commits = []
-    for i, (d, a, b, directory, manifest) in enumerate(to_write):
+    for i, (_, a, b, directory, manifest) in enumerate(to_write):
         commits.append(dask.delayed(commit_partition, pure=False)(
             directory, panel.times[a:b], symbols, names, spec.compression, manifest, arr[:, a:b, :],
             dask_key_name=f"ff-commit-{token}-{i}"))
