@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_compute.py
+	$(PY) benchmarks/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache build *.egg-info

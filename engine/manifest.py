@@ -38,7 +38,7 @@ def formula_hash(canonical: str) -> str:
     Examples
     --------
     >>> formula_hash("ema(close, 12)")[:12]
-    'e8f7a8e1c2d5'
+    '2ddca6436444'
     """
     return hashlib.sha256(canonical.encode()).hexdigest()
 
