@@ -33,14 +33,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import environment, measure, wait_quiet  # noqa: E402
 
-FACTORS = {
-    "rank60": "ts_rank(close, 60)",
+FACTORS = {  # window-heavy: ts_rank and ts_median cost O(window) per cell
+    "rank240": "ts_rank(close, 240)",
+    "rank120v": "ts_rank(volume, 120)",
+    "med120": "ts_median(close, 120) / close",
+    "med60v": "ts_median(volume, 60)",
     "corr60": "ts_corr(close, log(volume + 1), 60)",
     "skew60": "ts_skew(close / delay(close, 1) - 1, 60)",
     "kurt60": "ts_kurt(close / delay(close, 1) - 1, 60)",
-    "med30": "ts_median(close, 30) / close",
-    "decay30": "decay_linear(close, 30) / close",
-    "argmax60": "ts_argmax(high, 60)",
+    "decay60": "decay_linear(close, 60) / close",
+    "argmax120": "ts_argmax(high, 120)",
     "std120": "ts_std(close, 120)",
     "macd": "ema(close, 12) - ema(close, 26)",
     "cs": "cs_rank(ts_mean(volume, 30))",
@@ -102,9 +104,9 @@ def task_overhead(client, n: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--symbols", type=int, default=200)
-    ap.add_argument("--days", type=int, default=8)
-    ap.add_argument("--ticks-per-day", type=float, default=1000.0)
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--days", type=int, default=10)
+    ap.add_argument("--ticks-per-day", type=float, default=300.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=2000, help="trivial tasks for the overhead measurement")
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "factorflow-bench-cluster"))

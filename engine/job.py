@@ -76,6 +76,7 @@ class JobSpec:
     dashboard_address: str | None = "127.0.0.1:8787"
     compression: str = "zstd"
     worker_timeout: float = 60.0
+    security: object = None  # a distributed.security.Security (Python API only; else the tls_* files)
 
     @property
     def external(self) -> bool:
@@ -109,7 +110,7 @@ def load_job_file(path: str) -> dict:
         raise JobError(f"job file {path!r} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise JobError(f"job file {path}: invalid TOML: {e}") from None
-    known = {f.name for f in dc_fields(JobSpec)}
+    known = {f.name for f in dc_fields(JobSpec)} - {"security"}
     base = os.path.dirname(os.path.abspath(path))
     out = {}
     for key, value in raw.items():
@@ -148,7 +149,7 @@ def make_spec(file_options: dict, flag_options: dict) -> JobSpec:
     tls = [spec.tls_ca_file, spec.tls_cert, spec.tls_key]
     if any(tls) and not all(tls):
         raise JobError("TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
-    if any(tls) and not spec.external:
+    if (any(tls) or spec.security is not None) and not spec.external:
         raise JobError("TLS options need --scheduler-file or --scheduler-address: the embedded cluster "
                        "runs in this process and has no network traffic to encrypt")
     for p in tls:
@@ -278,7 +279,13 @@ def prepare(spec: JobSpec) -> Prepared:
     from .state import StateError, load_state, plan_fingerprint
     from .ticks import TickStore
 
+    from .compute import _check_backend
+
     factors = load_factors(spec)
+    try:
+        _check_backend(spec.backend)
+    except (ValueError, NotImplementedError) as e:
+        raise JobError(str(e)) from None
     try:
         freq_to_ns(spec.freq)
         get_session(spec.session)
@@ -382,6 +389,8 @@ def validate_job(spec: JobSpec) -> str:
 
 # -- the run ---------------------------------------------------------------------------------------
 def _security(spec: JobSpec):
+    if spec.security is not None:
+        return spec.security
     if not spec.tls_ca_file:
         return None
     from distributed.security import Security
@@ -454,7 +463,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
 
     from .. import __version__
     from .bars import bars_panel
-    from .manifest import chain_fingerprints, commit_partition, formula_hash, input_fingerprint, matches
+    from .manifest import chain_fingerprints, formula_hash, input_fingerprint, matches
     from .manifest import read_manifest
     from .state import compute_stateful, remap_state, save_state, scan_offsets
 
@@ -513,12 +522,23 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
          + f"; {len(skipped)} partitions already committed, {len(to_write)} to compute")
     echo(f"plan: {len(plan.stages)} stages, {plan.n_tasks} tasks, grid {plan.grid[0]} x {plan.grid[1]} blocks, "
          f"lookback {h} rows")
+    # The graph is written by hand: one commit task per partition reading the final-stage blocks
+    # it overlaps. (Passing `arr[:, a:b]` to dask.delayed would optimise each slice's graph on its
+    # own: fused, renamed copies of the shared blocks, computed once per partition.)
     token = dask.base.tokenize(spec.out, names, prep.out_dates, time.time())
+    dsk = dict(arr.__dask_graph__())
+    if state is not None:
+        dsk.update(state.__dask_graph__())
+    toff = np.concatenate([[0], np.cumsum(arr.chunks[1])])
     commits = []
     for i, (_, a, b, directory, manifest) in enumerate(to_write):
-        commits.append(dask.delayed(commit_partition, pure=False)(
-            directory, panel.times[a:b], symbols, names, spec.compression, manifest, arr[:, a:b, :],
-            dask_key_name=f"ff-commit-{token}-{i}"))
+        i0 = int(np.searchsorted(toff, a, side="right")) - 1
+        i1 = int(np.searchsorted(toff, b, side="left"))
+        blocks = [[(arr.name, 0, bi, bj) for bj in range(len(arr.chunks[2]))] for bi in range(i0, i1)]
+        key = f"ff-commit-{token}-{i}"
+        dsk[key] = (_commit_blocks, directory, panel.times[a:b], symbols, names, spec.compression, manifest,
+                    int(a - toff[i0]), int(b - a), blocks)
+        commits.append(key)
     new_meta = None
     if can_save:
         new_meta = {"plan": prep.plan_fp, "formulas": _formulas(prep.factors), "freq": spec.freq,
@@ -529,7 +549,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
                     "code_version": __version__}
     state_dir = os.path.join(spec.out, STATE_DIR)
     need_state = new_meta is not None and (commits or not _state_current(state_dir, new_meta))
-    todo = commits + ([state] if need_state else [])
+    todo = commits + ([state.key] if need_state else [])
     t_compute = time.perf_counter()
     written = []
     saved_state = None
@@ -537,7 +557,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
         os.makedirs(spec.out, exist_ok=True)
         report = performance_report(filename=spec.performance_report) if spec.performance_report else _Null()
         with report:
-            futures = client.compute(todo)
+            futures = client.get(dsk, todo, sync=False)
             bar = _Progress(futures, echo, len(commits)) if progress else None
             try:
                 written, saved_state = _gather(client, futures, len(commits), to_write, result, bar)
@@ -557,6 +577,18 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
                "state_saved": bool(need_state), "dashboard": cluster.dashboard_link}
     echo(summary_table(summary))
     return summary
+
+
+def _commit_blocks(directory, times, symbols, names, compression, manifest, skip: int, rows: int, blocks):
+    """Commit one partition from the final-stage blocks ``blocks[time][symbol]`` it overlaps
+    (rows ``skip .. skip + rows`` of their concatenation)."""
+    from .manifest import commit_partition
+
+    parts = []
+    for band in blocks:
+        parts.append(band[0] if len(band) == 1 else np.concatenate(band, axis=2))
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return commit_partition(directory, times, symbols, names, compression, manifest, values[:, skip:skip + rows])
 
 
 class _Null:

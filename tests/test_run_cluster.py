@@ -267,6 +267,16 @@ def test_tls_run(ticks, expected, clusters, procs, tmp_path):
     assert rc == 0, stderr[-3000:]
     assert "cluster: scheduler tls://127.0.0.1:" in stdout
     _check(out, expected)
+    # the Python API takes a Security object instead of the three files
+    from distributed.security import Security
+
+    from factorflow.engine.job import JobSpec, run_job
+
+    sec = Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"],
+                   require_encryption=True)
+    spec = JobSpec(ticks=ticks, out=str(tmp_path / "o3"), freq=FREQ, end="2024-01-04", scheduler_file=c.file,
+                   security=sec, factor=[a for a in factor_flags() if a != "--factor"])
+    assert run_job(spec, echo=lambda s: None)["written"] == 3
     # without the certificates the scheduler refuses the client: a cluster error, exit 3
     rc, _, stderr = _finish(procs(["--ticks", ticks, "--out", str(tmp_path / "o2"), "--scheduler-file", c.file,
                                    *factor_flags()]))
