@@ -35,9 +35,11 @@ from common import environment, measure, wait_quiet  # noqa: E402
 
 FACTORS = {  # window-heavy: ts_rank and ts_median cost O(window) per cell
     "rank240": "ts_rank(close, 240)",
-    "rank120v": "ts_rank(volume, 120)",
+    "rank240v": "ts_rank(volume, 240)",
+    "rank240h": "ts_rank(high, 240)",
+    "rank240l": "ts_rank(low, 240)",
     "med120": "ts_median(close, 120) / close",
-    "med60v": "ts_median(volume, 60)",
+    "med120v": "ts_median(volume, 120)",
     "corr60": "ts_corr(close, log(volume + 1), 60)",
     "skew60": "ts_skew(close / delay(close, 1) - 1, 60)",
     "kurt60": "ts_kurt(close / delay(close, 1) - 1, 60)",
@@ -105,9 +107,10 @@ def task_overhead(client, n: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--symbols", type=int, default=500)
-    ap.add_argument("--days", type=int, default=10)
+    ap.add_argument("--days", type=int, default=20)
     ap.add_argument("--ticks-per-day", type=float, default=300.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--chunks", default=None, help="TIME[,SYMBOL] blocks of the job (default: planned)")
     ap.add_argument("--tasks", type=int, default=2000, help="trivial tasks for the overhead measurement")
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "factorflow-bench-cluster"))
     ap.add_argument("--quiet-wait", type=float, default=20.0)
@@ -129,7 +132,7 @@ def main() -> int:
             try:
                 out = os.path.join(tmp, f"out-{n}")
                 spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
-                               scheduler_file=cluster.file, force=True)
+                               scheduler_file=cluster.file, force=True, chunks=args.chunks)
                 wait_quiet(args.quiet_wait)
                 phases = []
 
