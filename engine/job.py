@@ -330,6 +330,12 @@ def prepare(spec: JobSpec) -> Prepared:
         return Prepared(spec, factors, store, range_dates, range_dates, symbols, range_dates[0], None, None,
                         plan_fp, per_date)
     # incremental: resume from the saved state
+    ahead = {n: getattr(f, "lookahead", 0) for n, f in factors.items()}
+    if any(ahead.values()):
+        names = ", ".join(f"{n} ({k} rows)" for n, k in ahead.items() if k)
+        raise JobError(f"--incremental: factors {names} look ahead (lead): their values on a date depend on "
+                       "later dates, so earlier partitions would change as new dates arrive. Run without "
+                       "--incremental (a rerun recomputes the partitions whose look-ahead reaches new dates)")
     try:
         meta, state = load_state(state_dir)
     except StateError as e:
@@ -479,6 +485,8 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
     ranges = _partition_rows(panel.times)
     row_of = {d: a for d, a, _ in ranges}
     T = panel.shape[0]
+    ahead = getattr(plan, "lookahead", 0)
+    row_date = [d for d, a, b in ranges for _ in range(b - a)] if ahead else []
     # where the next incremental run starts: the latest date with >= h rows from it to the end
     hist_start = ranges[0][0]
     for d, a, _ in ranges:
@@ -509,8 +517,13 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
         if d not in out_set:
             continue
         directory = os.path.join(spec.out, f"date={d}")
-        manifest = {"date": d, "factors": factors_doc, "code_version": __version__,
-                    "input": {"fingerprint": input_fingerprint(chain[d], params), **params},
+        inputs = {"fingerprint": input_fingerprint(chain[d], params), **params}
+        if ahead:  # lead(): the partition's last rows read rows of later dates (or stop at the end)
+            last = b - 1 + ahead
+            reach = row_date[min(last, T - 1)]
+            inputs = {"fingerprint": input_fingerprint(chain[reach], params), **params, "lookahead": ahead,
+                      "reads_to": reach, "cut_at_end": last > T - 1}
+        manifest = {"date": d, "factors": factors_doc, "code_version": __version__, "input": inputs,
                     "mode": "incremental" if spec.incremental else "full"}
         if not spec.force and matches(read_manifest(directory), manifest):
             skipped.append(d)

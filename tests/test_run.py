@@ -248,3 +248,27 @@ def test_failures_name_the_partition_and_suggest_smaller_chunks():
     assert "partition date=2024-01-03" in str(err)
     err = _classify(ValueError("boom"), Client(), to_write, result)
     assert "a task failed" in str(err) and "boom" in str(err)
+
+
+def test_lookahead_factors(ticks, tmp_path, capsys):
+    """lead() reads later rows: no --incremental, and a partition is recomputed when later dates
+    it reads arrive (skips only while everything it read is unchanged)."""
+    from factorflow.factors.registry import operators
+
+    if "lead" not in operators():
+        pytest.skip("the lead operator is not in this build yet")
+    from factorflow import TickStore
+
+    dates = TickStore(ticks).dates()
+    out = tmp_path / "out"
+    flags = ["--factor", "fwd=lead(close, 3) / close - 1", *COMMON]
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--end", dates[-2], *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--incremental", *flags]) == 1
+    assert "look ahead (lead)" in capsys.readouterr().err
+    assert main(["run", "--ticks", ticks, "--out", str(out), *flags]) == 0
+    text = capsys.readouterr().out
+    m = re.search(r"(\d+) partitions already committed, (\d+) to compute", text)
+    assert int(m.group(2)) >= 2  # the new date, and the one before it whose last rows read it
+    got, want = read_output(out), reference(ticks, {"fwd": "lead(close, 3) / close - 1"})
+    for d in dates[-2:]:
+        assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
