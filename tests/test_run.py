@@ -79,9 +79,9 @@ def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
 
     try:  # the wq dialect (rank = cs_rank) comes with the dialects branch; native otherwise
         get_dialect("wq")
-        (tmp_path / "wq.toml").write_text('dialect = "wq"\n[factors]\nrank = "rank(ewma(delta(volume, 2), 7))"\n')
+        (tmp_path / "wq.toml").write_text('dialect = "wq"\n[factors]\nrank = "rank(delta(volume, 2))"\n')
     except ValueError:
-        (tmp_path / "wq.toml").write_text('dialect = "native"\n[factors]\nrank = "cs_rank(ewma(delta(volume, 2), 7))"\n')
+        (tmp_path / "wq.toml").write_text('dialect = "native"\n[factors]\nrank = "cs_rank(delta(volume, 2))"\n')
     (tmp_path / "bad_dialect.toml").write_text('dialect = "klingon"\n[factors]\nx = "close"\n')
     (tmp_path / "job.toml").write_text(
         f'ticks = "{ticks}"\nout = "out"\nfreq = "1d"\nfactors-file = ["native.toml", "wq.toml"]\n'
@@ -89,7 +89,7 @@ def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
     # flags override the file: 15min bars instead of 1d, a shorter range
     assert main(["run", str(tmp_path / "job.toml"), "--freq", FREQ, "--end", "2024-01-05", "--no-progress"]) == 0
     got = read_output(tmp_path / "out")
-    want = reference(ticks, start="2024-01-02", end="2024-01-05")
+    want = reference(ticks, dict(FACTORS, rank="cs_rank(delta(volume, 2))"), start="2024-01-02", end="2024-01-05")
     assert sorted(got) == sorted(want) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
     for d in want:
         assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
