@@ -570,6 +570,9 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
         os.makedirs(spec.out, exist_ok=True)
         report = performance_report(filename=spec.performance_report) if spec.performance_report else _Null()
         with report:
+            from dask.optimization import cull
+
+            dsk, _ = cull(dsk, todo)  # only what the missing partitions (and the state) need
             futures = client.get(dsk, todo, sync=False)
             bar = _Progress(futures, echo, len(commits)) if progress else None
             try:
