@@ -366,7 +366,10 @@ def prepare(spec: JobSpec) -> Prepared:
         new_syms = [str(s) for s in (spec.symbols or store.symbols(out_dates[0], out_dates[-1]))]
     else:
         new_syms = []
-    symbols = sorted(set(meta["symbols"]) | set(new_syms))
+    if spec.symbols:  # an explicit universe keeps its order; symbols new to it are appended
+        symbols = list(meta["symbols"]) + [x for x in new_syms if x not in set(meta["symbols"])]
+    else:  # as a full run: every symbol of the range, sorted
+        symbols = sorted(set(meta["symbols"]) | set(new_syms))
     return Prepared(spec, factors, store, hist + out_dates, out_dates, symbols, meta["anchor"], meta, state,
                     plan_fp, per_date)
 

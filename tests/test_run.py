@@ -272,3 +272,19 @@ def test_lookahead_factors(ticks, tmp_path, capsys):
     got, want = read_output(out), reference(ticks, {"fwd": "lead(close, 3) / close - 1"})
     for d in dates[-2:]:
         assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+
+
+def test_incremental_with_an_explicit_universe(ticks, tmp_path):
+    from factorflow import TickStore
+
+    store = TickStore(ticks)
+    dates = store.dates()
+    syms = list(reversed(store.symbols()))[:7]  # an order of the user's, not sorted
+    flags = ["--symbols", *syms, *COMMON, *factor_flags({k: FACTORS[k] for k in ("macd", "nested", "rank")})]
+    full, inc = tmp_path / "full", tmp_path / "inc"
+    assert main(["run", "--ticks", ticks, "--out", str(full), *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(inc), "--end", dates[-2], *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(inc), "--incremental", *flags]) == 0
+    got, want = read_output(inc)[dates[-1]], read_output(full)[dates[-1]]
+    assert got["symbol"].to_list()[:7] == syms
+    assert_frames_close(got, want, rtol=1e-9, what="explicit universe")
