@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_compute.py
 	$(PY) benchmarks/bench_evaluate.py
+	$(PY) benchmarks/bench_cluster.py
+	$(PY) benchmarks/bench_ticks.py
+	$(PY) benchmarks/bench_libraries.py
 
 # Qlib (pyqlib) lives in its own virtualenv, never in $(VENV): it pins pyarrow and
 # pulls jupyter/mlflow/cvxpy. tests/qlib_harness.py runs tests/qlib_eval.py with it in

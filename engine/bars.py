@@ -475,7 +475,7 @@ def _buckets(symbols: list, spt: int) -> list[list]:
 
 
 def bars_panel(store, freq: str, start=None, end=None, symbols=None, session="us_equity", ffill_close=False,
-               symbols_per_task=None) -> Panel:
+               symbols_per_task=None, missing_symbols: str = "error") -> Panel:
     """Bars of a tick store as a lazy, dask-backed Panel (ticks are read inside the tasks).
 
     Parameters
@@ -495,6 +495,10 @@ def bars_panel(store, freq: str, start=None, end=None, symbols=None, session="us
         docstring; only ``close`` is filled).
     symbols_per_task : int, optional
         Symbols per task (bucket size); default from the data size (module docstring).
+    missing_symbols : {"error", "empty"}
+        A listed symbol without ticks in the range: a ``ValueError`` with close matches
+        (default), or empty bars (a fixed universe across runs, as ``factorflow run
+        --incremental`` keeps).
 
     Returns
     -------
@@ -535,7 +539,10 @@ def bars_panel(store, freq: str, start=None, end=None, symbols=None, session="us
         dup = sorted({s for s in symbols if symbols.count(s) > 1})
         if dup:
             raise ValueError(f"symbols repeat: {', '.join(dup)}")
-        store.check_symbols(symbols, start, end)  # ValueError naming unknown symbols, before any work
+        if missing_symbols == "error":
+            store.check_symbols(symbols, start, end)  # ValueError naming unknown symbols, before any work
+        elif missing_symbols != "empty":
+            raise ValueError(f"missing_symbols must be 'error' or 'empty', got {missing_symbols!r}")
         syms = symbols
         read_all = False
     names = set(store.schema.names)

@@ -17,11 +17,14 @@ from __future__ import annotations
 import bisect
 import itertools
 
+import numpy as np
+
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .execute import (
     BarrierProgram,
+    kernel,
     InputLayout,
     Instruction,
     LocalProgram,
@@ -120,11 +123,19 @@ def field_sources(panel, plan: Plan, layers: dict, deps: list, keep: list) -> di
     return sources
 
 
-def build_graph(plan: Plan, panel):
+def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_start: dict | None = None,
+                state_rows: dict | None = None, state_out: dict | None = None):
     """The plan's result as a 3-D array (factors, T, N): ``(graph, name, chunks, keep, origins)``.
 
     ``keep`` holds scattered input futures (alive as long as the result); ``origins`` maps each
     final-stage key to the (row, col) where its block starts, for writing blocks in place.
+
+    Carried state of recursive operators (incremental runs, ``engine/state.py``); the dicts are
+    keyed by the canonical text of recursive nodes, and a recursive stage uses the largest row of
+    its nodes. With ``initial_state`` (node -> full-width state array), a stage's scans start at
+    row ``scan_start[node]`` (default 0) from that state; rows above it are NaN. With
+    ``state_rows``, the graph also holds one key, stored as ``state_out["key"]``, whose value is
+    ``{node: state after the rows before state_rows[node]}``.
     """
     layers: dict[str, dict] = {}
     deps: list = []
@@ -144,6 +155,7 @@ def build_graph(plan: Plan, panel):
             where[n.id] = fsrc[n.params[0]]
 
     final_name = None
+    state_parts: list = []  # (node texts, symbol offsets, per symbol block: key or (None, states))
     origins: dict = {}  # final key -> (first row, first col) of its block
     for si, stage in enumerate(plan.stages):
         name = f"ff-{stage.kind.replace('_', '-')}{si}-{token}"
@@ -170,15 +182,35 @@ def build_graph(plan: Plan, panel):
                     where[m] = Source(name, pos, plan.tchunks, plan.schunks)
         elif stage.kind == "recursive":
             program = _barrier_program(plan, stage)
+            texts = tuple(nodes[m].text for m in stage.nodes)
+            stage_start = max((scan_start or {}).get(t, 0) for t in texts) if initial_state is not None else 0
+            state_row = None if state_rows is None else max(state_rows[t] for t in texts)
+            if state_row is not None and not stage_start <= state_row <= T:
+                raise ValueError(f"state row {state_row} of {', '.join(texts)} outside [{stage_start}, {T}]")
+            snaps = []
             for j in range(ns):
                 c0, c1 = soff[j], soff[j + 1]
-                prev = None
+                start = None if initial_state is None else (None, tuple(initial_state[t][:, c0:c1] for t in texts))
                 for i in range(nt):
                     r0, r1 = toff[i], toff[i + 1]
+                    if r1 <= stage_start:  # before the carried state applies: NaN, no state
+                        dsk[(name, 0, i, j)] = (_nan_scan_block, len(texts), r1 - r0, c1 - c0, dtype_str)
+                        continue
+                    a = max(r0, stage_start)
+                    first = start if r0 <= stage_start else (name, 0, i - 1, j)
                     args, index = [], {}
-                    layouts = tuple(where[m].layout(r0, r1, c0, c1, args, index) for m in stage.inputs)
-                    dsk[(name, 0, i, j)] = (run_recursive, program, layouts, r1 - r0, c1 - c0, dtype_str, prev, *args)
-                    prev = (name, 0, i, j)
+                    layouts = tuple(where[m].layout(a, r1, c0, c1, args, index) for m in stage.inputs)
+                    if a > r0:
+                        dsk[(name, 0, i, j)] = (_padded_scan, a - r0, program, layouts, r1 - a, c1 - c0, dtype_str,
+                                                first, *args)
+                    else:
+                        dsk[(name, 0, i, j)] = (run_recursive, program, layouts, r1 - r0, c1 - c0, dtype_str,
+                                                first, *args)
+                if state_row is not None:
+                    snaps.append(_snapshot(name, j, program, stage, where, toff, c0, c1, dtype_str, stage_start,
+                                           state_row, start, dsk))
+            if state_rows is not None:
+                state_parts.append([texts, tuple(soff), snaps])  # lists: dask resolves keys inside
             for pos, m in enumerate(stage.nodes):
                 where[m] = Source(name, pos, plan.tchunks, plan.schunks, tuple_output=True)
         else:  # cross_section
@@ -192,12 +224,63 @@ def build_graph(plan: Plan, panel):
                 where[m] = Source(name, pos, plan.tchunks, (N,))
         layers[name] = dsk
 
+    if state_rows is not None:
+        state_key = f"ff-state-{token}"
+        layers[state_key] = {state_key: (_collect_states, plan.dtype.str, N, state_parts)}
+        state_out["key"] = state_key
     dsk_all: dict = {}
     for dsk in layers.values():
         dsk_all.update(dsk)
     graph = HighLevelGraph.from_collections(final_name, dsk_all, dependencies=deps)
     chunks = ((len(plan.names),), plan.tchunks, plan.schunks)
     return graph, final_name, chunks, keep, origins
+
+
+def _nan_scan_block(n_ops: int, rows: int, cols: int, dtype_str: str):
+    """A recursive stage's block before its scan starts (``stage_start``): NaN, no state."""
+    return np.full((n_ops, rows, cols), np.nan, np.dtype(dtype_str)), None
+
+
+def _padded_scan(pad: int, program, layouts, rows: int, cols: int, dtype_str: str, prev, *blocks):
+    """Scan the last ``rows`` rows of a block from ``prev``; the ``pad`` rows above are NaN."""
+    out, states = run_recursive(program, layouts, rows, cols, dtype_str, prev, *blocks)
+    full = np.full((out.shape[0], pad + rows, cols), np.nan, out.dtype)
+    full[:, pad:] = out
+    return full, states
+
+
+def _fresh_states(program, cols: int) -> tuple:
+    return tuple(kernel(state_init, program.backend)(cols) for _, _, state_init, _ in program.ops)
+
+
+def _snapshot(name, j, program, stage, where, toff, c0, c1, dtype_str, stage_start, row, start, dsk):
+    """What holds symbol block ``j``'s states after the rows before ``row``: a key of ``dsk`` (a
+    ``(block, states)`` task) or a literal ``(None, states)`` pair. Adds a partial scan of the
+    time block ``row`` falls in, unless it falls on a block boundary."""
+    if row == stage_start:
+        return start if start is not None else (None, _fresh_states(program, c1 - c0))
+    i = bisect.bisect_left(toff, row) - 1  # toff[i] < row <= toff[i + 1]
+    r0, r1 = toff[i], toff[i + 1]
+    if row == r1:
+        return (name, 0, i, j)
+    a = max(r0, stage_start)
+    prev = start if r0 <= stage_start else (name, 0, i - 1, j)
+    args, index = [], {}
+    layouts = tuple(where[m].layout(a, row, c0, c1, args, index) for m in stage.inputs)
+    key = (f"{name}-snap", j)
+    dsk[key] = (run_recursive, program, layouts, row - a, c1 - c0, dtype_str, prev, *args)
+    return key
+
+
+def _collect_states(dtype_str: str, n: int, parts) -> dict:
+    """``{node text: state (rows, N)}`` from the per-symbol-block ``(block, states)`` pairs."""
+    out = {}
+    for texts, _, items in parts:
+        for k, text in enumerate(texts):
+            out[text] = np.concatenate([np.asarray(item[1][k]) for item in items], axis=1)
+            if out[text].shape[1] != n:  # pragma: no cover - a graph-building bug
+                raise RuntimeError(f"state of {text}: {out[text].shape[1]} symbols, expected {n}")
+    return out
 
 
 def _local_program(plan: Plan, stage: LocalStage) -> LocalProgram:

@@ -1,10 +1,15 @@
 """Command line: ``factorflow <command>`` (also ``python -m factorflow``).
 
-Commands of this release: ``list-factors`` (the operator registry), ``validate`` (parse formulas
-without computing), ``explain`` (show the plan over a panel shape), ``demo`` (sample panel ->
-factor set on the embedded local cluster -> Parquet) and ``generate-ticks`` (a synthetic tick
-store, docs/ticks.md). Exit codes: 0 ok, 1 invalid input
-(formula or data errors), 2 usage errors.
+Commands: ``run`` (a production job: ticks -> bars -> factors -> committed Parquet partitions, on
+the embedded cluster or a Dask scheduler; docs/deployment.md), ``list-factors`` (the operator
+registry), ``validate`` (parse formulas, or check a whole job without computing), ``explain``
+(show the plan over a panel shape), ``demo`` and ``generate-ticks`` (a synthetic tick store,
+docs/ticks.md).
+
+Exit codes, for cron / Airflow: 0 ok (also: nothing new to compute), 1 invalid input (formula,
+data, job options; nothing computed), 2 usage errors, 3 cluster errors (scheduler unreachable or
+lost mid-run: committed partitions are intact, rerun to finish), 4 a task failed (the message
+names the partition; worker killed / out of memory suggests smaller chunks), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -39,9 +44,97 @@ def cmd_list_factors(args) -> int:
     return 0
 
 
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_CLUSTER, EXIT_COMPUTE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+_JOB_FLAGS = ("ticks", "out", "freq", "start", "end", "symbols", "session", "library", "factor", "factors_file",
+              "dialect", "chunks", "scheduler_file", "scheduler_address", "tls_ca_file", "tls_cert", "tls_key",
+              "backend", "incremental", "force", "performance_report", "dashboard_address")
+
+
+def _add_job_options(p) -> None:
+    p.add_argument("job", nargs="?", help="job file (TOML; keys as the flags below, which override it)")
+    g = p.add_argument_group("data")
+    g.add_argument("--ticks", help="tick store (hive-partitioned Parquet, docs/ticks.md)")
+    g.add_argument("--freq", help="bar frequency: 1s 5s 1min 5min 15min 30min 1h 1d (default 1min)")
+    g.add_argument("--start", help="first date YYYY-MM-DD (default: the store's first)")
+    g.add_argument("--end", help="last date YYYY-MM-DD (default: the store's last)")
+    g.add_argument("--symbols", nargs="+", help="symbols (default: every symbol with ticks in the range)")
+    g.add_argument("--session", help="trading session of the bars (default us_equity)")
+    g = p.add_argument_group("factors")
+    g.add_argument("--library", action="append", help="factor library by name (repeatable)")
+    g.add_argument("--factor", action="append", help="NAME=FORMULA (repeatable)")
+    g.add_argument("--factors-file", action="append", help="TOML file: dialect = ..., [factors] name = formula")
+    g.add_argument("--dialect", help="dialect of --factor formulas (default native)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="output directory: OUT/date=YYYY-MM-DD/part-0.parquet + _manifest.json")
+    g.add_argument("--force", action="store_true", help="recompute partitions already committed")
+    g.add_argument("--incremental", action="store_true",
+                   help="compute only dates after the last run, from its saved state")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--scheduler-file", help="file written by `dask scheduler --scheduler-file`")
+    g.add_argument("--scheduler-address", help="tcp://host:8786 or tls://host:8786")
+    g.add_argument("--tls-ca-file", help="CA certificate (PEM) for TLS to the scheduler")
+    g.add_argument("--tls-cert", help="client certificate (PEM)")
+    g.add_argument("--tls-key", help="client private key (PEM)")
+    g.add_argument("--backend", choices=["cpu", "gpu"])
+    g.add_argument("--chunks", help="TIME[,SYMBOL] block sizes (default: planned)")
+    g.add_argument("--dashboard-address", help="embedded cluster dashboard (default 127.0.0.1:8787)")
+    g.add_argument("--performance-report", help="write Dask's performance report (HTML) here")
+
+
+def _job_spec(args):
+    from .engine.job import load_job_file, make_spec
+
+    file_opts = load_job_file(args.job) if args.job else {}
+    flags = {k: getattr(args, k, None) for k in _JOB_FLAGS}
+    return make_spec(file_opts, flags)
+
+
+def _run_guarded(fn) -> int:
+    """Run ``fn`` mapping the typed errors of a job to messages and exit codes."""
+    from .engine.job import ClusterError, ComputeError, JobError
+    from .engine.ticks import TickDataError
+    from .factors import FactorError
+
+    try:
+        fn()
+        return EXIT_OK
+    except (JobError, FactorError, TickDataError) as e:
+        print(f"factorflow: invalid job: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except ClusterError as e:
+        print(f"factorflow: cluster error: {e}", file=sys.stderr)
+        return EXIT_CLUSTER
+    except ComputeError as e:
+        print(f"factorflow: computation failed: {e}", file=sys.stderr)
+        return EXIT_COMPUTE
+    except KeyboardInterrupt:
+        print("factorflow: interrupted; committed partitions are intact, rerun to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def cmd_run(args) -> int:
+    from .engine.job import run_job
+
+    def go():
+        spec = _job_spec(args)
+        progress = sys.stderr.isatty() and not args.no_progress
+        run_job(spec, echo=lambda s: print(s, flush=True), progress=progress)
+
+    return _run_guarded(go)
+
+
 def cmd_validate(args) -> int:
     import factorflow as ff
 
+    import os
+
+    if args.job and not (args.job.endswith(".toml") and os.path.isfile(args.job)):
+        args.formula, args.job = [args.job] + args.formula, None  # a formula, not a job file
+    if args.job or args.ticks:
+        from .engine.job import validate_job
+
+        return _run_guarded(lambda: print(validate_job(_job_spec(args))))
     formulas = _parse_factor_args(args.formula + (args.factor or []))
     if not formulas:
         print("factorflow validate: give formulas as arguments or --factor NAME=FORMULA", file=sys.stderr)
@@ -49,7 +142,7 @@ def cmd_validate(args) -> int:
     bad = 0
     for name, text in formulas.items():
         try:
-            f = ff.factor(text, dialect=args.dialect)
+            f = ff.factor(text, dialect=args.dialect or "native")
         except ff.FactorError as e:
             bad += 1
             print(f"{name}: INVALID\n{e.with_name(name)}\n", file=sys.stderr)
@@ -121,10 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("list-factors", help="list the operators of the registry")
     p.set_defaults(func=cmd_list_factors)
 
-    p = sub.add_parser("validate", help="parse and check formulas without computing")
+    p = sub.add_parser("run", help="run a job: ticks -> bars -> factors -> committed Parquet partitions")
+    _add_job_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check formulas, or a whole job (--ticks / JOB.toml), without computing",
+                       description="validate FORMULA...  or  validate JOB.toml / --ticks ... (job options as run)")
+    _add_job_options(p)
     p.add_argument("formula", nargs="*", help="NAME=FORMULA or FORMULA")
-    p.add_argument("--factor", action="append", help="NAME=FORMULA (repeatable)")
-    p.add_argument("--dialect", default="native")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("explain", help="show the plan: stages, lookback, chunks, tasks")

@@ -1,0 +1,172 @@
+"""A production job on real `dask scheduler` + `dask worker` processes: 1 vs 2 workers, task overhead.
+
+Questions:
+
+* **Scaling.** A compute-heavy multi-day job (ticks -> 1min bars -> window-heavy factors ->
+  committed Parquet partitions, exactly what ``factorflow run --scheduler-file`` does) on 1 worker
+  process vs 2 (1 thread each): how much faster with 2? The target on the 2-core machine is
+  >= 1.7x.
+* **Per-task scheduler overhead.** Wall time per task of a graph of trivial tasks on the same
+  2-worker cluster (the floor a factorflow task must carry tens of milliseconds of work above).
+
+Method: ``common.measure`` (one warm-up run, then the median of ``--repeat`` runs, with the CPU
+load of this process tree and of the rest of the machine). Each timed job run recomputes every
+partition (``force``) into the same output folder; only the compute+write phase is timed (the
+cluster is already up and its kernels warm). The scheduler and workers are started and stopped
+here, on 127.0.0.1.
+
+    .venv/bin/python benchmarks/bench_cluster.py                  # ~3 minutes
+    .venv/bin/python benchmarks/bench_cluster.py --days 4 --symbols 100 --repeat 2   # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import environment, measure, wait_quiet  # noqa: E402
+
+FACTORS = {  # window-heavy: ts_rank and ts_median cost O(window) per cell
+    "rank240": "ts_rank(close, 240)",
+    "rank240v": "ts_rank(volume, 240)",
+    "rank240h": "ts_rank(high, 240)",
+    "rank240l": "ts_rank(low, 240)",
+    "med120": "ts_median(close, 120) / close",
+    "med120v": "ts_median(volume, 120)",
+    "corr60": "ts_corr(close, log(volume + 1), 60)",
+    "skew60": "ts_skew(close / delay(close, 1) - 1, 60)",
+    "kurt60": "ts_kurt(close / delay(close, 1) - 1, 60)",
+    "decay60": "decay_linear(close, 60) / close",
+    "argmax120": "ts_argmax(high, 120)",
+    "std120": "ts_std(close, 120)",
+    "macd": "ema(close, 12) - ema(close, 26)",
+    "cs": "cs_rank(ts_mean(volume, 30))",
+}
+
+
+class Cluster:
+    def __init__(self, tmp: str, n_workers: int):
+        self.file = os.path.join(tmp, f"scheduler-{n_workers}.json")
+        if os.path.exists(self.file):
+            os.remove(self.file)
+        self.log = open(os.path.join(tmp, f"cluster-{n_workers}.log"), "w")
+        dask = [sys.executable, "-m", "dask"]
+        self.procs = [self._start(dask + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                                          "127.0.0.1:0", "--scheduler-file", self.file])]
+        t0 = time.time()
+        while not os.path.exists(self.file):
+            if time.time() - t0 > 120:
+                raise RuntimeError("scheduler did not start")
+            time.sleep(0.1)
+        for _ in range(n_workers):
+            self.procs.append(self._start(dask + ["worker", "--scheduler-file", self.file, "--host", "127.0.0.1",
+                                                  "--nthreads", "1", "--dashboard-address", "127.0.0.1:0",
+                                                  "--preload", "factorflow.cluster.preload"]))
+        from distributed import Client
+
+        self.client = Client(scheduler_file=self.file, set_as_default=False)
+        self.client.wait_for_workers(n_workers, timeout=180)
+
+    def _start(self, cmd):
+        return subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self):
+        self.client.close()
+        for p in self.procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def task_overhead(client, n: int) -> float:
+    """Seconds of wall time per trivial task (``n`` independent tasks + one gather)."""
+    import dask
+
+    def graph():
+        return [dask.delayed(int, pure=False)(i) for i in range(n)]
+
+    def run():
+        futures = client.compute(graph())
+        client.gather(futures)
+
+    _, t = measure(run, repeat=3)
+    return t.median_s / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--ticks-per-day", type=float, default=300.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--chunks", default=None, help="TIME[,SYMBOL] blocks of the job (default: planned)")
+    ap.add_argument("--tasks", type=int, default=2000, help="trivial tasks for the overhead measurement")
+    ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "factorflow-bench-cluster"))
+    ap.add_argument("--quiet-wait", type=float, default=20.0)
+    args = ap.parse_args()
+
+    import factorflow as ff
+    from factorflow.engine.job import JobSpec, run_job
+
+    print(environment())
+    ticks = os.path.join(args.data_dir, f"ticks-{args.symbols}x{args.days}-{args.ticks_per_day:g}")
+    if not os.path.isdir(ticks):
+        info = ff.generate_ticks(ticks, symbols=args.symbols, days=args.days, seed=0, ticks_per_day=args.ticks_per_day)
+        print(f"generated {info['ticks']:,} ticks into {ticks}", file=sys.stderr)
+    tmp = tempfile.mkdtemp(prefix="ff-bench-cluster-")
+    results = {}
+    try:
+        for n in (1, 2):
+            cluster = Cluster(tmp, n)
+            try:
+                out = os.path.join(tmp, f"out-{n}")
+                spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
+                               scheduler_file=cluster.file, force=True, chunks=args.chunks)
+                wait_quiet(args.quiet_wait)
+                phases = []
+
+                def job(spec=spec, phases=phases):
+                    s = run_job(spec, echo=lambda _: None)
+                    phases.append(s["compute_seconds"])
+                    return s
+
+                summary, t = measure(job, repeat=args.repeat)
+                times = sorted(phases[1:])  # the first call is measure's warm-up
+                med = times[len(times) // 2]
+                results[n] = (med, summary, t)
+                print(f"{n} worker(s): job compute+write median {med:.2f} s of {args.repeat} "
+                      f"(whole run incl. planning {t.median_s:.2f} s), {summary['cells'] / med / 1e6:.1f} Mcells/s, "
+                      f"{summary['written']} partitions; cpu/wall {t.cpu_ratio or float('nan'):.2f}, "
+                      f"other load {t.other_load if t.other_load is not None else float('nan'):.2f}, "
+                      f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
+                if n == 2:
+                    wait_quiet(args.quiet_wait)
+                    per_task = task_overhead(cluster.client, args.tasks)
+                    print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task "
+                          f"({args.tasks} tasks, 2 workers; median of 3), loadavg {os.getloadavg()[0]:.2f}")
+            finally:
+                cluster.stop()
+        t1, t2 = results[1][0], results[2][0]
+        s = results[1][1]
+        print(f"\njob: {len(FACTORS)} factors, 1min bars, {args.symbols} symbols x {args.days} days "
+              f"({s['rows']:,} rows, {s['cells']:,} cells)")
+        print(f"scaling 1 -> 2 workers: {t1 / t2:.2f}x (target >= 1.7x); {s['cells'] / t1 / 1e6:.1f} -> "
+              f"{s['cells'] / t2 / 1e6:.1f} Mcells/s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

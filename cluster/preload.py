@@ -1,0 +1,107 @@
+"""Worker warm-up: load (or compile once per host) every Numba kernel when a worker starts.
+
+Use it as a Dask preload module::
+
+    dask worker --scheduler-file s.json --preload factorflow.cluster.preload
+
+or as a plugin registered by a client (``factorflow run`` does this on external clusters)::
+
+    client.register_plugin(WarmKernels(), name="factorflow-warm-kernels")
+
+Either way, each worker runs :func:`warm_kernels` before its first factorflow task, so no task
+pays for compilation. The kernels use ``cache=True``; several worker processes on one host
+starting together would all compile the same kernels and write the same cache files
+(numba/numba#4807), so the first compile is serialised by a file lock per host and cache
+directory: the first worker compiles and writes the cache, the others then load from it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+__all__ = ["warm_kernels", "WarmKernels", "dask_setup"]
+
+
+def _lock_path() -> str:
+    base = os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    user = os.environ.get("USER") or str(os.getuid() if hasattr(os, "getuid") else "")
+    return os.path.join(base, f".factorflow-numba-warm-{user}.lock")
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a file (POSIX); a no-op where ``fcntl`` is missing."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fh = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            import fcntl
+
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+        return False
+
+
+def warm_kernels() -> dict:
+    """Run every operator of the registry once on a tiny panel, in this process (float64).
+
+    Returns ``{"operators": n, "seconds": s}``. Runs under the per-host lock.
+
+    Examples
+    --------
+    >>> info = warm_kernels()
+    >>> info["operators"] > 20
+    True
+    """
+    import dask
+    import numpy as np
+
+    from ..engine.compute import compute
+    from ..engine.panel import Panel
+    from ..factors import factor
+    from ..factors.registry import operators
+
+    t0 = time.perf_counter()
+    formulas = {f"w{k}": factor(op.example) for k, op in enumerate(operators().values())}
+    fields = sorted({f for fm in formulas.values() for f in fm.fields})
+    rng = np.random.default_rng(0)
+    panel = Panel.from_numpy({f: 1 + rng.random((64, 8)) for f in fields})
+    with _FileLock(_lock_path()), dask.config.set(scheduler="sync"):
+        compute(formulas, panel).to_numpy()
+    return {"operators": len(formulas), "seconds": time.perf_counter() - t0}
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    WorkerPlugin = object
+
+
+class WarmKernels(WorkerPlugin):
+    """A worker plugin running :func:`warm_kernels` on every worker (off the event loop)."""
+
+    name = "factorflow-warm-kernels"
+
+    async def setup(self, worker):
+        import asyncio
+
+        info = await asyncio.get_running_loop().run_in_executor(None, warm_kernels)
+        worker.log_event("factorflow", {"action": "warm-kernels", **info})
+
+
+async def dask_setup(worker):
+    """Entry point of ``dask worker --preload factorflow.cluster.preload``."""
+    await WarmKernels().setup(worker)

@@ -1,0 +1,290 @@
+"""`factorflow run` on the embedded cluster: jobs, manifests, skip/--force, incremental, errors.
+
+Runs against real clusters (dask scheduler / workers, kills, TLS) are in tests/test_run_cluster.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from factorflow.cli import main
+
+from run_helpers import (
+    FACTORS,
+    FREQ,
+    assert_frames_close,
+    factor_flags,
+    file_bytes,
+    make_store,
+    read_output,
+    reference,
+)
+
+COMMON = ["--freq", FREQ, "--dashboard-address", "127.0.0.1:0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def ticks(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("run") / "ticks", days=20)
+
+
+@pytest.fixture(scope="module")
+def full_run(ticks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "out"
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags()]) == 0
+    return out
+
+
+def test_run_matches_compute(ticks, full_run):
+    got, want = read_output(full_run), reference(ticks)
+    assert sorted(got) == sorted(want) and len(got) == 20
+    for d in want:
+        assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+    m = json.loads((full_run / f"date={min(got)}" / "_manifest.json").read_text())
+    assert m["factors"]["macd"]["formula"] == "ema(close, 12) - ema(close, 26)"
+    assert len(m["factors"]["macd"]["hash"]) == 64 and m["code_version"]
+    assert m["input"]["freq"] == FREQ and m["input"]["n_symbols"] == got[min(got)]["symbol"].n_unique()
+
+
+def test_rerun_skips_committed_and_force_recomputes(ticks, full_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    before = {p: os.stat(out / p).st_mtime_ns for p in file_bytes(out)}
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags()]) == 0
+    assert "20 partitions already committed, 0 to compute" in capsys.readouterr().out
+    assert {p: os.stat(out / p).st_mtime_ns for p in file_bytes(out)} == before
+    # a partition without a valid manifest is uncommitted: recomputed, the others untouched
+    victim = sorted(before)[5]
+    (out / victim).write_bytes(b"garbage")  # data no longer matches the manifest's size/checksum
+    os.remove(out / sorted(before)[7].replace("part-0.parquet", "_manifest.json"))
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags()]) == 0
+    assert "18 partitions already committed, 2 to compute" in capsys.readouterr().out
+    assert file_bytes(out) == file_bytes(full_run)
+    # a changed formula changes the manifest: everything is recomputed
+    changed = dict(FACTORS, macd="ema(close, 12) - ema(close, 27)")
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags(changed)]) == 0
+    assert "0 partitions already committed, 20 to compute" in capsys.readouterr().out
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags(changed), "--force"]) == 0
+    assert "20 to compute" in capsys.readouterr().out
+
+
+def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
+    (tmp_path / "native.toml").write_text(
+        "[factors]\n" + "\n".join(f'{k} = "{v}"' for k, v in FACTORS.items() if k != "rank") + "\n")
+    from factorflow.factors import get_dialect
+
+    try:  # the wq dialect (rank = cs_rank) comes with the dialects branch; native otherwise
+        get_dialect("wq")
+        (tmp_path / "wq.toml").write_text('dialect = "wq"\n[factors]\nrank = "rank(delta(volume, 2))"\n')
+    except ValueError:
+        (tmp_path / "wq.toml").write_text('dialect = "native"\n[factors]\nrank = "cs_rank(delta(volume, 2))"\n')
+    (tmp_path / "bad_dialect.toml").write_text('dialect = "klingon"\n[factors]\nx = "close"\n')
+    (tmp_path / "job.toml").write_text(
+        f'ticks = "{ticks}"\nout = "out"\nfreq = "1d"\nfactors-file = ["native.toml", "wq.toml"]\n'
+        'dashboard_address = "127.0.0.1:0"\nstart = "2024-01-02"\nend = "2024-01-08"\n')
+    # flags override the file: 15min bars instead of 1d, a shorter range
+    assert main(["run", str(tmp_path / "job.toml"), "--freq", FREQ, "--end", "2024-01-05", "--no-progress"]) == 0
+    got = read_output(tmp_path / "out")
+    want = reference(ticks, dict(FACTORS, rank="cs_rank(delta(volume, 2))"), start="2024-01-02", end="2024-01-05")
+    assert sorted(got) == sorted(want) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    for d in want:
+        assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+    # validate checks the whole job without computing (nothing written)
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "job.toml"), "--out", str(tmp_path / "v")]) == 0
+    assert "job ok: 6 factors, 1d bars" in capsys.readouterr().out and not (tmp_path / "v").exists()
+    assert main(["validate", str(tmp_path / "job.toml"), "--factors-file", str(tmp_path / "bad_dialect.toml")]) == 1
+    assert "bad_dialect.toml: unknown dialect 'klingon'" in capsys.readouterr().err
+
+
+def test_library_option(ticks, tmp_path):
+    try:
+        from factorflow.factors import libraries, library  # noqa: F401
+    except ImportError:
+        pytest.skip("factor libraries (factorflow.factors.library) are not in this build yet")
+    out = tmp_path / "out"
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--freq", "1d", "--library", "alpha158",
+                 "--end", "2024-01-10", "--dashboard-address", "127.0.0.1:0", "--no-progress"]) == 0
+    assert len(read_output(out)) == 7
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--library", "alpha159"]) == 1
+
+
+@pytest.mark.parametrize("days_first", [19, 17])
+def test_incremental_equals_full(ticks, full_run, tmp_path, capsys, days_first):
+    """20 days in one run vs `days_first` days, then --incremental runs of the rest."""
+    from factorflow import TickStore
+
+    dates = TickStore(ticks).dates()
+    out = tmp_path / "out"
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--end", dates[days_first - 1], *COMMON,
+                 *factor_flags()]) == 0
+    if days_first == 17:  # two incremental steps: 17 -> 19 -> 20
+        assert main(["run", "--ticks", ticks, "--out", str(out), "--end", dates[18], "--incremental", *COMMON,
+                     *factor_flags()]) == 0
+    capsys.readouterr()
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--incremental", *COMMON, *factor_flags()]) == 0
+    text = capsys.readouterr().out
+    assert "1 dates 2024-01-29 .. 2024-01-29 (+2 dates of history)" in text  # ts_mean(close, 40): 2 days
+    got, full = read_output(out), read_output(full_run)
+    for d in dates[days_first:]:
+        assert_frames_close(got[d], full[d], rtol=1e-9, what=f"incremental {d}")
+    assert json.loads((out / f"date={dates[-1]}" / "_manifest.json").read_text())["mode"] == "incremental"
+    # nothing new: exit 0, nothing written
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--incremental", *COMMON, *factor_flags()]) == 0
+    assert "up to date" in capsys.readouterr().out
+    # the incremental partitions record the inputs a full run over the 20 days records (same tick
+    # files, first date, universe), so a full rerun skips them
+    for d in dates[days_first:]:
+        inc = json.loads((out / f"date={d}" / "_manifest.json").read_text())
+        ref = json.loads((full_run / f"date={d}" / "_manifest.json").read_text())
+        assert inc["input"] == ref["input"] and inc["factors"] == ref["factors"]
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, *factor_flags()]) == 0
+    committed = int(re.search(r"(\d+) partitions already committed", capsys.readouterr().out).group(1))
+    assert committed >= 20 - days_first  # the earlier dates too, unless the universe grew after them
+
+
+def test_incremental_state_is_versioned_with_the_formulas(ticks, full_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    changed = dict(FACTORS, z="(close - ts_mean(close, 10)) / ts_std(close, 10)")
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--incremental", *COMMON, *factor_flags(changed)]) == 1
+    err = capsys.readouterr().err
+    assert "saved state was computed for other formulas" in err and "changed: z" in err
+    assert "rerun without --incremental" in err
+    assert main(["run", "--ticks", ticks, "--out", str(tmp_path / "none"), "--incremental", *COMMON,
+                 *factor_flags()]) == 1
+    assert "no saved state" in capsys.readouterr().err
+
+
+def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = [
+        (["--factor", "x=ts_mean(clse, 3)"], "unknown field 'clse'"),
+        (["--factor", "x=ts_mean(close, 0)"], "factor 'x'"),
+        (["--factor", "x"], "expected NAME=FORMULA"),
+        (["--factor", "x=close", "--factor", "x=open"], "defined twice"),
+        (["--factor", "x=close", "--start", "2030-01-01"], "no tick data"),
+        (["--factor", "x=close", "--freq", "7min"], "7min"),
+        (["--factor", "x=close", "--symbols", "NOPE"], "NOPE"),
+        (["--factor", "x=close", "--tls-ca-file", "ca.pem"], "all three"),
+        (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' is not available"),
+        (["--factors-file", str(tmp_path / "missing.toml")], "does not exist"),
+        ([], "no factors"),
+    ]
+    for extra, message in cases:
+        assert main(["run", "--ticks", ticks, "--out", str(out), "--no-progress", *extra]) == 1, extra
+        err = capsys.readouterr().err
+        assert message in err, (extra, err)
+    assert not out.exists()
+    (tmp_path / "bad.toml").write_text("tiks = 'x'\n")
+    assert main(["run", str(tmp_path / "bad.toml")]) == 1
+    assert "unknown key 'tiks' (did you mean 'ticks'?)" in capsys.readouterr().err
+
+
+HOSTILE = [
+    "__import__('os').system('touch PWNED')",
+    "close.__class__.__bases__",
+    "eval('1+1')",
+    "exec('import os')",
+    "open('/etc/passwd')",
+    "(lambda: 1)()",
+    "[c for c in ().__class__.__base__.__subclasses__()]",
+    "close; import os",
+    "getattr(close, '__dict__')",
+    "f'{close}'",
+]
+
+
+@pytest.mark.parametrize("formula", HOSTILE)
+def test_hostile_formulas_are_rejected_not_run(formula, ticks, tmp_path, capsys, monkeypatch):
+    """The formula language is parsed, never evaluated: code in a formula is a syntax error."""
+    import factorflow as ff
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ff.FactorError):
+        ff.factor(formula)
+    assert main(["run", "--ticks", ticks, "--out", "out", "--no-progress", "--factor", f"x={formula}"]) == 1
+    assert "invalid job" in capsys.readouterr().err
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out").exists()
+
+
+def test_progress_bar(ticks, tmp_path, capsys):
+    from factorflow.engine.job import JobSpec, run_job
+
+    spec = JobSpec(ticks=ticks, out=str(tmp_path / "out"), freq=FREQ, end="2024-01-05",
+                   factor=[f"{k}={v}" for k, v in FACTORS.items()], dashboard_address="127.0.0.1:0")
+    summary = run_job(spec, progress=True)
+    assert summary["written"] == 4
+    err = capsys.readouterr().err
+    assert "partitions 4/4" in err and "bars " in err and "scan " in err
+
+
+def test_failures_name_the_partition_and_suggest_smaller_chunks():
+    """How task failures are reported (a real out-of-memory kill is not provoked on a shared machine)."""
+    import numpy as np
+    from distributed import KilledWorker
+
+    import factorflow as ff
+    from factorflow.engine.job import ComputeError, _classify
+
+    class Client:
+        status = "running"
+
+    times = np.array(["2024-01-02T15:00", "2024-01-03T15:00", "2024-01-04T15:00"], dtype="datetime64[ns]")
+    result = ff.compute({"m": "ts_mean(close, 2)"}, ff.Panel.from_numpy({"close": np.ones((3, 4))}, times=times),
+                        chunks={"time": 2})
+    key = result._groups[0].data.__dask_keys__()[0][1][0]  # second time block: rows 2..3
+    err = _classify(KilledWorker(key, "tcp://127.0.0.1:1", 3), Client(), [], result)
+    assert isinstance(err, ComputeError)
+    assert "partition date=2024-01-04" in str(err) and "smaller chunks (--chunks" in str(err)
+    to_write = [("2024-01-02", 0, 1, "d", {}), ("2024-01-03", 1, 2, "d", {})]
+    err = _classify(MemoryError(), Client(), to_write, result)
+    assert "out of memory" in str(err)
+    err = _classify(KilledWorker("ff-commit-abc-1", "tcp://127.0.0.1:1", 3), Client(), to_write, result)
+    assert "partition date=2024-01-03" in str(err)
+    err = _classify(ValueError("boom"), Client(), to_write, result)
+    assert "a task failed" in str(err) and "boom" in str(err)
+
+
+def test_lookahead_factors(ticks, tmp_path, capsys):
+    """lead() reads later rows: no --incremental, and a partition is recomputed when later dates
+    it reads arrive (skips only while everything it read is unchanged)."""
+    from factorflow.factors.registry import operators
+
+    if "lead" not in operators():
+        pytest.skip("the lead operator is not in this build yet")
+    from factorflow import TickStore
+
+    dates = TickStore(ticks).dates()
+    out = tmp_path / "out"
+    flags = ["--factor", "fwd=lead(close, 3) / close - 1", *COMMON]
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--end", dates[-2], *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(out), "--incremental", *flags]) == 1
+    assert "look ahead (lead)" in capsys.readouterr().err
+    assert main(["run", "--ticks", ticks, "--out", str(out), *flags]) == 0
+    text = capsys.readouterr().out
+    m = re.search(r"(\d+) partitions already committed, (\d+) to compute", text)
+    assert int(m.group(2)) >= 2  # the new date, and the one before it whose last rows read it
+    got, want = read_output(out), reference(ticks, {"fwd": "lead(close, 3) / close - 1"})
+    for d in dates[-2:]:
+        assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+
+
+def test_incremental_with_an_explicit_universe(ticks, tmp_path):
+    from factorflow import TickStore
+
+    store = TickStore(ticks)
+    dates = store.dates()
+    syms = list(reversed(store.symbols()))[:7]  # an order of the user's, not sorted
+    flags = ["--symbols", *syms, *COMMON, *factor_flags({k: FACTORS[k] for k in ("macd", "nested", "rank")})]
+    full, inc = tmp_path / "full", tmp_path / "inc"
+    assert main(["run", "--ticks", ticks, "--out", str(full), *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(inc), "--end", dates[-2], *flags]) == 0
+    assert main(["run", "--ticks", ticks, "--out", str(inc), "--incremental", *flags]) == 0
+    got, want = read_output(inc)[dates[-1]], read_output(full)[dates[-1]]
+    assert got["symbol"].to_list()[:7] == syms
+    assert_frames_close(got, want, rtol=1e-9, what="explicit universe")
