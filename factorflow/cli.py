@@ -31,8 +31,26 @@ def _parse_factor_args(items: list[str]) -> dict[str, str]:
 
 
 def cmd_list_factors(args) -> int:
+    from .factors import libraries, library, library_text
     from .factors.registry import operator_names, operators
 
+    if args.library:
+        if args.library not in libraries():
+            print(f"factorflow list-factors: unknown library {args.library!r}; available: {', '.join(libraries())}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        text = library_text(args.library)
+        lib = library(args.library)
+        width = max(len(k) for k in text)
+        for name, formula in text.items():
+            print(f"{name:<{width}}  {formula}")
+            if args.canonical:
+                print(f"{'':<{width}}  = {lib[name].canonical}")
+        return EXIT_OK
+    if args.libraries:
+        for name in libraries():
+            print(f"{name:<10} {len(library_text(name)):>4} factors")
+        return EXIT_OK
     ops = operators()
     kinds = ["elementwise", "window", "recursive", "cross_section"]
     for kind in kinds:
@@ -211,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("list-factors", help="list the operators of the registry")
+    p = sub.add_parser("list-factors", help="list the operators of the registry, or a factor library's formulas")
+    p.add_argument("--library", help="print the formulas of this library (alpha158, alpha360, alpha101)")
+    p.add_argument("--libraries", action="store_true", help="list the factor libraries")
+    p.add_argument("--canonical", action="store_true", help="with --library: also the parsed native form")
     p.set_defaults(func=cmd_list_factors)
 
     p = sub.add_parser("run", help="run a job: ticks -> bars -> factors -> committed Parquet partitions")
@@ -265,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `factorflow list-factors | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,3 +51,16 @@ def test_demo_runs(tmp_path):
     assert "ticks -> 1min bars -> 10 factors" in r.stdout and "ticks -> 1d bars -> 10 factors" in r.stdout
     assert len(list((tmp_path / "out" / "1min").glob("date=*/part-0.parquet"))) == 3
     assert len(list((tmp_path / "out" / "1d").glob("date=*/part-0.parquet"))) == 3
+
+
+def test_list_factors_shows_libraries_and_their_formulas(capsys):
+    from factorflow.cli import main
+
+    assert main(["list-factors", "--libraries"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha158    158 factors" in out and "alpha101    101 factors" in out
+    assert main(["list-factors", "--library", "alpha158", "--canonical"]) == 0
+    out = capsys.readouterr().out
+    assert "MA5      Mean($close, 5)/$close" in out and "= ts_mean(close, 5, min_periods=1) / close" in out
+    assert main(["list-factors", "--library", "alpha159"]) == 2
+    assert "unknown library 'alpha159'" in capsys.readouterr().err
