@@ -213,15 +213,17 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
                 state_parts.append([texts, tuple(soff), snaps])  # lists: dask resolves keys inside
             for pos, m in enumerate(stage.nodes):
                 where[m] = Source(name, pos, plan.tchunks, plan.schunks, tuple_output=True)
-        else:  # cross_section
+        else:  # cross_section: whole rows, in the plan's (finer) cross-sectional row blocks
             program = _barrier_program(plan, stage)
-            for i in range(nt):
-                r0, r1 = toff[i], toff[i + 1]
+            cs_chunks = plan.cs_tchunks or plan.tchunks
+            coff = _offsets(cs_chunks)
+            for i in range(len(cs_chunks)):
+                r0, r1 = coff[i], coff[i + 1]
                 args, index = [], {}
                 layouts = tuple(where[m].layout(r0, r1, 0, N, args, index) for m in stage.inputs)
                 dsk[(name, 0, i, 0)] = (run_cross_section, program, layouts, r1 - r0, N, dtype_str, *args)
             for pos, m in enumerate(stage.nodes):
-                where[m] = Source(name, pos, plan.tchunks, (N,))
+                where[m] = Source(name, pos, cs_chunks, (N,))
         layers[name] = dsk
 
     if state_rows is not None:

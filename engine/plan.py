@@ -117,6 +117,7 @@ class Plan:
     schunks: tuple[int, ...]
     n_factor_nodes: int = 0  # nodes before CSE (sum over factor trees)
     backend: str = "cpu"
+    cs_tchunks: tuple[int, ...] = ()  # row blocks of cross-sectional stages (finer than tchunks)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -129,7 +130,7 @@ class Plan:
     def stage_tasks(self, stage) -> int:
         nt, ns = self.grid
         if stage.kind == "cross_section":
-            return nt
+            return len(self.cs_tchunks) or nt
         return nt * ns
 
     @property
@@ -357,7 +358,29 @@ def make_plan(factors, shape: tuple[int, int], fields, dtype=np.float64, chunks=
         tchunks, schunks = choose_chunks(shape, stages, nodes, nthreads=nthreads, itemsize=np.dtype(dtype).itemsize)
     else:
         tchunks, schunks = normalize_chunks(chunks, shape)
-    return Plan(names, roots, nodes, stages, (T, N), np.dtype(dtype), tchunks, schunks, n_factor_nodes, backend)
+    cs_tchunks = ()
+    if any(s.kind == "cross_section" for s in stages):
+        cs_tchunks = split_rows(tchunks, N, nthreads or default_nthreads())
+    return Plan(names, roots, nodes, stages, (T, N), np.dtype(dtype), tchunks, schunks, n_factor_nodes, backend,
+                cs_tchunks)
+
+
+def split_rows(tchunks, N: int, nthreads: int) -> tuple[int, ...]:
+    """Row blocks for cross-sectional stages: each time block cut into pieces, so that there are
+    at least two pieces per worker thread when the data allows it, each of at least
+    ``MIN_BLOCK_CELLS`` cells. A cross-sectional operator works row by row and needs no halo,
+    so it need not inherit the (halo-driven, often whole-axis) time blocks of the local stages:
+    with one time block, every cross-section would otherwise be a single task on one core."""
+    nt = len(tchunks)
+    if nt == 0 or N == 0:
+        return tuple(tchunks)
+    want = max(1, math.ceil(2 * nthreads / nt))
+    out = []
+    for rows in tchunks:
+        pieces = max(1, min(want, rows * N // MIN_BLOCK_CELLS, rows))
+        base, extra = divmod(rows, pieces)
+        out.extend([base + 1] * extra + [base] * (pieces - extra))
+    return tuple(out)
 
 
 def _tree_size(f: Factor) -> int:
