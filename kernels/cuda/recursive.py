@@ -1,0 +1,321 @@
+"""Recursive CUDA kernels (``ema``, ``ewma``, ``cumsum``): twins of ``kernels/cpu/recursive.py``
+with the same calls and the same carried ``state`` layout (float64 ``(3, N)`` for ewm, ``(1, N)``
+for cumsum; here a device array), so a scan can continue on either backend.
+
+Parallel scan along time, in three launches per call (docs/gpu.md, "Scans"):
+
+1. **reduce**: the block's rows are cut into ``P`` segments of ``L`` rows; one thread per
+   (segment, symbol) walks its segment and summarises it as a map of the carried state;
+2. **scan the carries**: one thread per symbol composes the ``P`` summaries in order, starting
+   from ``state``, and stores each segment's carry-in (then the new ``state``);
+3. **apply**: one thread per (segment, symbol) runs the CPU kernel's exact row update from its
+   carry-in, writing the outputs.
+
+``P * N`` threads work in phases 1 and 3, so a single long series is spread over the GPU as well
+as a wide panel (:func:`segment_rows` picks ``L`` from the shape). The summaries:
+
+* ``cumsum``: the segment's sum of valid values.
+* ``ewma`` (adjust=True): with ``S`` the decayed sum of valid values and ``W`` the decayed count
+  (``S_t = d S_{t-1} + v_t``, ``W_t = d W_{t-1} + 1`` on valid rows, both times ``d = 1 - alpha``
+  on every row) the average is ``S / W`` and pandas' ``old_wt`` is ``W``: an affine scan with the
+  constant pair ``(d, [v, 1])``. The segment keeps ``(S, W)`` at its last valid row, so ``W >= 1``
+  and the carry never divides by an underflowed weight.
+* ``ema`` (adjust=False): a valid row after a gap of ``g`` rows is the affine map
+  ``y -> a y + b`` with ``w = d^g``, ``a = w / (w + alpha)``, ``b = alpha v / (w + alpha)``
+  (composition ``(A1, B1) then (A2, B2) = (A2 A1, A2 B1 + B2)``, DESIGN.md). Every valid row of a
+  segment but its first has its gap inside the segment, so the segment keeps its first valid
+  value and offset and the composed pair ``(A, B)`` of the others; phase 2 resolves the first
+  row's gap (and the not-yet-started case, ``y = v``) from the carry.
+
+Phase 3 repeats the CPU update row by row (including the ``avg == x`` shortcut), so a segment's
+outputs are bit-for-bit the CPU kernel's given its carry-in; the carries differ from the CPU's
+sequential ones by rounding only (a few ulps), so results match the CPU backend to ~1e-15
+relative and stay exact across chunk boundaries.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import BLOCK, cuda
+
+__all__ = ["ewm_init_state", "ewm_mean", "cumsum_init_state", "cumsum", "segment_rows"]
+
+_NAN = math.nan
+TARGET_THREADS = 1 << 16  # threads wanted in phases 1 and 3
+MAX_SEGMENTS = 8192  # bound on the sequential phase 2 per symbol
+
+
+def ewm_init_state(n: int) -> np.ndarray:
+    """Fresh ewm state for ``n`` symbols (host array): rows ``[avg=NaN, old_wt=NaN, nobs=0]``."""
+    state = np.empty((3, n), dtype=np.float64)
+    state[0] = np.nan
+    state[1] = np.nan
+    state[2] = 0.0
+    return state
+
+
+def cumsum_init_state(n: int) -> np.ndarray:
+    """Fresh cumsum state for ``n`` symbols (host array): running sum ``-0.0``."""
+    return np.full((1, n), -0.0, dtype=np.float64)
+
+
+def segment_rows(rows: int, cols: int) -> int:
+    """Rows per scan segment for a ``rows x cols`` block: enough segments for about
+    ``TARGET_THREADS`` threads, at most ``MAX_SEGMENTS``, at least 16 rows each.
+
+    Examples
+    --------
+    >>> segment_rows(20_000, 5_000), segment_rows(100_000_000, 1)
+    (1539, 12208)
+    """
+    if rows <= 0:
+        return 1
+    want = max(1, TARGET_THREADS // max(cols, 1))
+    seg = max(16, -(-rows // min(want, MAX_SEGMENTS)))
+    return min(seg, rows)
+
+
+def _launch_config(rows, cols, seg):
+    nseg = -(-rows // seg)
+    return nseg, ((cols + BLOCK[0] - 1) // BLOCK[0], (nseg + BLOCK[1] - 1) // BLOCK[1]), BLOCK
+
+
+# ------------------------------------------------------------------------------------------------
+# cumsum
+# ------------------------------------------------------------------------------------------------
+@cuda.jit
+def _cumsum_reduce(x, seg, part):
+    j, p = cuda.grid(2)
+    if p >= part.shape[0] or j >= x.shape[1]:
+        return
+    s = 0.0
+    for r in range(p * seg, min(x.shape[0], (p + 1) * seg)):
+        v = float(x[r, j])
+        if v == v:
+            s += v
+    part[p, j] = s
+
+
+@cuda.jit
+def _cumsum_carry(part, state):
+    j = cuda.grid(1)
+    if j >= part.shape[1]:
+        return
+    c = state[0, j]
+    for p in range(part.shape[0]):
+        s = part[p, j]
+        part[p, j] = c
+        c += s
+
+
+@cuda.jit
+def _cumsum_apply(x, seg, part, state, out):
+    j, p = cuda.grid(2)
+    if p >= part.shape[0] or j >= x.shape[1]:
+        return
+    acc = part[p, j]
+    for r in range(p * seg, min(x.shape[0], (p + 1) * seg)):
+        v = float(x[r, j])
+        if v == v:
+            acc += v
+            out[r, j] = acc
+        else:
+            out[r, j] = _NAN
+    if p == part.shape[0] - 1:
+        state[0, j] = acc
+
+
+def cumsum(x, state, out, *, seg=None):
+    """Running sum of the valid values along axis 0 with carried ``state`` (device ``(1, N)``);
+    NaN rows give NaN. ``seg``: rows per scan segment (default :func:`segment_rows`)."""
+    rows, cols = x.shape
+    if rows == 0 or cols == 0:
+        return
+    seg = seg or segment_rows(rows, cols)
+    nseg, grid, block = _launch_config(rows, cols, seg)
+    part = cuda.device_array((nseg, cols), dtype=np.float64)
+    _cumsum_reduce[grid, block](x, seg, part)
+    _cumsum_carry[(cols + 127) // 128, 128](part, state)
+    _cumsum_apply[grid, block](x, seg, part, state, out)
+
+
+# ------------------------------------------------------------------------------------------------
+# ewm: summaries
+# ------------------------------------------------------------------------------------------------
+# summary rows of the ``summ`` array (nseg, 7, N):
+_F, _VF, _A, _B, _TRAIL, _NV, _LEN = 0, 1, 2, 3, 4, 5, 6
+# ewma: _F = first valid offset (-1: none), _VF = S at the last valid row, _A = W there,
+# _B = offset of the last valid row
+
+
+@cuda.jit
+def _ema_reduce(x, seg, alpha, decay, summ):
+    j, p = cuda.grid(2)
+    if p >= summ.shape[0] or j >= x.shape[1]:
+        return
+    r0 = p * seg
+    r1 = min(x.shape[0], r0 + seg)
+    f = -1
+    vf = 0.0
+    A = 1.0
+    B = 0.0
+    wt = 1.0
+    nv = 0
+    for r in range(r0, r1):
+        v = float(x[r, j])
+        wt *= decay
+        if v != v:
+            continue
+        nv += 1
+        if f < 0:
+            f = r - r0
+            vf = v
+        else:
+            a = wt / (wt + alpha)
+            b = alpha * v / (wt + alpha)
+            B = a * B + b
+            A = a * A
+        wt = 1.0
+    summ[p, _F, j] = f
+    summ[p, _VF, j] = vf
+    summ[p, _A, j] = A
+    summ[p, _B, j] = B
+    summ[p, _TRAIL, j] = wt  # decay ** (rows after the last valid one)
+    summ[p, _NV, j] = nv
+    summ[p, _LEN, j] = r1 - r0
+
+
+@cuda.jit
+def _ewma_reduce(x, seg, decay, summ):
+    j, p = cuda.grid(2)
+    if p >= summ.shape[0] or j >= x.shape[1]:
+        return
+    r0 = p * seg
+    r1 = min(x.shape[0], r0 + seg)
+    f = -1
+    S = 0.0
+    W = 0.0
+    Slv = 0.0
+    Wlv = 0.0
+    lv = -1
+    trail = 1.0
+    nv = 0
+    for r in range(r0, r1):
+        v = float(x[r, j])
+        S *= decay
+        W *= decay
+        trail *= decay
+        if v != v:
+            continue
+        nv += 1
+        S += v
+        W += 1.0
+        if f < 0:
+            f = r - r0
+        Slv = S
+        Wlv = W
+        lv = r - r0
+        trail = 1.0
+    summ[p, _F, j] = f
+    summ[p, _VF, j] = Slv
+    summ[p, _A, j] = Wlv
+    summ[p, _B, j] = lv
+    summ[p, _TRAIL, j] = trail
+    summ[p, _NV, j] = nv
+    summ[p, _LEN, j] = r1 - r0
+
+
+@cuda.jit
+def _ewm_carry(summ, alpha, decay, adjust, state, carry):
+    """Compose the segment summaries per symbol; ``carry[p, 0:2, j]`` = (avg, old_wt) entering
+    segment ``p``."""
+    j = cuda.grid(1)
+    if j >= summ.shape[2]:
+        return
+    y = state[0, j]
+    wt = state[1, j]
+    nobs = state[2, j]
+    for p in range(summ.shape[0]):
+        carry[p, 0, j] = y
+        carry[p, 1, j] = wt
+        f = int(summ[p, _F, j])
+        n = summ[p, _LEN, j]
+        nobs += summ[p, _NV, j]
+        if f < 0:
+            wt = wt * decay ** n
+            continue
+        started = wt == wt
+        if adjust:
+            lv = summ[p, _B, j]
+            s_lv = summ[p, _VF, j]
+            w_lv = summ[p, _A, j]
+            if started:
+                k = decay ** (lv + 1.0)
+                W = k * wt + w_lv
+                y = (k * wt * y + s_lv) / W
+            else:
+                W = w_lv
+                y = s_lv / W
+            wt = W * summ[p, _TRAIL, j]
+        else:
+            vf = summ[p, _VF, j]
+            if started:
+                w = wt * decay ** (f + 1.0)
+                yf = y if y == vf else (w * y + alpha * vf) / (w + alpha)
+            else:
+                yf = vf
+            y = summ[p, _A, j] * yf + summ[p, _B, j]
+            wt = summ[p, _TRAIL, j]
+    state[2, j] = nobs
+
+
+@cuda.jit
+def _ewm_apply(x, seg, alpha, decay, adjust, carry, state, out):
+    """The CPU kernel's row update (``kernels/cpu/recursive.py``) from each segment's carry-in."""
+    j, p = cuda.grid(2)
+    if p >= carry.shape[0] or j >= x.shape[1]:
+        return
+    a = carry[p, 0, j]
+    wt = carry[p, 1, j]
+    for r in range(p * seg, min(x.shape[0], (p + 1) * seg)):
+        v = float(x[r, j])
+        w = wt * decay
+        started = w == w
+        if v == v:
+            if started:
+                if a != v:
+                    a = (w * a + v) / (w + 1.0) if adjust else (w * a + alpha * v) / (w + alpha)
+                wt = w + 1.0 if adjust else 1.0
+            else:
+                a = v
+                wt = 1.0
+        else:
+            wt = w
+        out[r, j] = a
+    if p == carry.shape[0] - 1:
+        state[0, j] = a
+        state[1, j] = wt
+
+
+def ewm_mean(x, alpha, adjust, state, out, *, seg=None):
+    """Exponentially weighted mean along axis 0 with carried ``state`` (device ``(3, N)``, see
+    the CPU kernel): ``adjust=False`` is ``ema``, ``adjust=True`` is ``ewma``. ``seg``: rows per
+    scan segment (default :func:`segment_rows`)."""
+    rows, cols = x.shape
+    if rows == 0 or cols == 0:
+        return
+    alpha = float(alpha)
+    decay = 1.0 - alpha
+    adjust = bool(adjust)
+    seg = seg or segment_rows(rows, cols)
+    nseg, grid, block = _launch_config(rows, cols, seg)
+    summ = cuda.device_array((nseg, 7, cols), dtype=np.float64)
+    carry = cuda.device_array((nseg, 2, cols), dtype=np.float64)
+    if adjust:
+        _ewma_reduce[grid, block](x, seg, decay, summ)
+    else:
+        _ema_reduce[grid, block](x, seg, alpha, decay, summ)
+    _ewm_carry[(cols + 127) // 128, 128](summ, alpha, decay, adjust, state, carry)
+    _ewm_apply[grid, block](x, seg, alpha, decay, adjust, carry, state, out)

@@ -1,0 +1,386 @@
+"""Time-series window CUDA kernels: twins of ``kernels/cpu/rolling.py`` (same names and calls).
+
+Algorithm: one thread per output cell walks its own window (2-D grid over time and symbol,
+``_jit.launch2d``). Every cell is independent, so the GPU is filled along time as well as along
+symbols: a single long series and a wide panel both give ``T * N`` threads. The walk costs
+O(window) reads per cell, but neighbouring threads read overlapping rows, which the L1/L2 caches
+serve; for the short windows of factor libraries this is memory-bound like one pass. It is also
+exact: windows are recomputed from their values rather than from running or prefix sums, whose
+cancellation on 1e6-offset data is what the CPU kernels work hard to avoid.
+
+Semantics as the CPU kernels (docs/semantics.md): NaN skipped, ``min_periods`` counted on valid
+values (±inf included), ddof = 1, ties to the oldest row for arg-extremes, ``min_periods=0``
+accepted (an empty window sums to 0, multiplies to 1, is NaN otherwise). Sums are Neumaier-
+compensated over the finite values, with ±inf counted apart; moments are two-pass about the
+window's newest finite value, so a constant window gives exactly 0 (variance) or exactly the
+constant (means). float32 input is accumulated in float64 and rounded once on the store.
+
+Not here yet (the planner refuses them for ``backend="gpu"`` with the operator's name):
+``ts_median``, ``ts_quantile``, ``ts_skew``, ``ts_kurt``, ``ts_mad``, ``ts_wma``.
+"""
+from __future__ import annotations
+
+import math
+
+from ._jit import cuda, device, launch2d
+
+__all__ = [
+    "ts_sum", "ts_mean", "ts_var", "ts_std", "ts_min", "ts_max", "ts_argmin", "ts_argmax",
+    "ts_rank", "ts_prod", "decay_linear", "ts_corr", "ts_cov", "delay", "delta", "ts_count",
+]
+
+_NAN = math.nan
+_INF = math.inf
+
+
+@device
+def _finite(v):
+    return v - v == 0.0
+
+
+@cuda.jit
+def _sum_kernel(x, window, mp, mean, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    s = 0.0
+    c = 0.0
+    n = 0
+    npos = 0
+    nneg = 0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        if v - v != 0.0:  # ±inf: counted, never added
+            if v > 0.0:
+                npos += 1
+            else:
+                nneg += 1
+            continue
+        u = s + v  # Neumaier's compensated sum
+        if abs(s) >= abs(v):
+            c += (s - u) + v
+        else:
+            c += (v - u) + s
+        s = u
+    if n < mp:
+        out[t, j] = _NAN
+        return
+    tot = s + c
+    if npos > 0 and nneg > 0:
+        tot = _NAN
+    elif npos > 0:
+        tot = _INF
+    elif nneg > 0:
+        tot = -_INF
+    if mean:
+        out[t, j] = tot / n if n > 0 else _NAN
+    else:
+        out[t, j] = tot
+
+
+def ts_sum(x, window, min_periods, out):
+    """Sum of the valid values of the window (NaN while fewer than ``min_periods``)."""
+    launch2d(_sum_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), False, out)
+
+
+def ts_mean(x, window, min_periods, out):
+    """Mean of the valid values of the window (NaN while fewer than ``min_periods``)."""
+    launch2d(_sum_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), True, out)
+
+
+@cuda.jit
+def _var_kernel(x, window, mp, take_sqrt, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    bad = False
+    k = _NAN
+    for r in range(t, start - 1, -1):  # newest first: the anchor is the newest finite value
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        if v - v != 0.0:
+            bad = True
+        elif k != k:
+            k = v
+    if n < mp or n < 2 or bad:
+        out[t, j] = _NAN
+        return
+    sd = 0.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            sd += v - k
+    md = sd / n
+    ss = 0.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            e = (v - k) - md
+            ss += e * e
+    var = ss / (n - 1)
+    out[t, j] = math.sqrt(var) if take_sqrt else var
+
+
+def ts_var(x, window, min_periods, out):
+    """Variance (ddof=1) of the valid values; NaN with fewer than 2, exactly 0 when all equal."""
+    launch2d(_var_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), False, out)
+
+
+def ts_std(x, window, min_periods, out):
+    """Standard deviation (ddof=1) of the valid values; see :func:`ts_var`."""
+    launch2d(_var_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), True, out)
+
+
+@cuda.jit
+def _extreme_kernel(x, window, mp, op, out):
+    """op 0: min, 1: max, 2: argmin, 3: argmax (1-based from the window's oldest row)."""
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    best = _NAN
+    pos = 0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        if n == 1:
+            best = v
+            pos = r
+        elif (op == 0 or op == 2) and v < best:
+            best = v
+            pos = r
+        elif (op == 1 or op == 3) and v > best:
+            best = v
+            pos = r
+    if n < mp or n == 0:
+        out[t, j] = _NAN
+    elif op < 2:
+        out[t, j] = best
+    else:
+        out[t, j] = pos - start + 1
+
+
+def ts_min(x, window, min_periods, out):
+    """Minimum of the valid values of the window."""
+    launch2d(_extreme_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 0, out)
+
+
+def ts_max(x, window, min_periods, out):
+    """Maximum of the valid values of the window."""
+    launch2d(_extreme_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 1, out)
+
+
+def ts_argmin(x, window, min_periods, out):
+    """1-based position of the minimum from the window's oldest row (ties: oldest)."""
+    launch2d(_extreme_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 2, out)
+
+
+def ts_argmax(x, window, min_periods, out):
+    """1-based position of the maximum from the window's oldest row (ties: oldest)."""
+    launch2d(_extreme_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 3, out)
+
+
+@cuda.jit
+def _prod_kernel(x, window, mp, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    p = 1.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            n += 1
+            p *= v
+    out[t, j] = p if n >= mp else _NAN
+
+
+def ts_prod(x, window, min_periods, out):
+    """Product of the valid values, oldest to newest (an empty window with ``min_periods=0``: 1)."""
+    launch2d(_prod_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), out)
+
+
+@cuda.jit
+def _rank_kernel(x, window, mp, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    cur = float(x[t, j])
+    start = max(0, t - window + 1)
+    n = 0
+    less = 0
+    equal = 0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            n += 1
+            if v < cur:
+                less += 1
+            elif v == cur:
+                equal += 1
+    if cur != cur or n < mp or n == 0:
+        out[t, j] = _NAN
+    else:
+        out[t, j] = (less + (equal + 1) / 2.0) / n
+
+
+def ts_rank(x, window, min_periods, out):
+    """Percentile rank of the current value among the window's valid values, ties averaged."""
+    launch2d(_rank_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), out)
+
+
+@cuda.jit
+def _decay_kernel(x, window, mp, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    k = _NAN
+    finite = True
+    sw = 0.0
+    for r in range(t, start - 1, -1):
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        sw += window - (t - r)
+        if v - v != 0.0:
+            finite = False
+        elif k != k:
+            k = v
+    if n < mp or n == 0:
+        out[t, j] = _NAN
+        return
+    s = 0.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            w = window - (t - r)
+            s += w * (v - k) if finite else w * v
+    out[t, j] = k + s / sw if finite else s / sw
+
+
+def decay_linear(x, window, min_periods, out):
+    """Weighted mean with weights ``1..window`` from the oldest to the newest row, over the valid
+    values (about the newest finite value: a constant window gives exactly the constant)."""
+    launch2d(_decay_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), out)
+
+
+@cuda.jit
+def _cov_kernel(x, y, window, mp, corr, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    bad = False
+    kx = _NAN
+    ky = _NAN
+    for r in range(t, start - 1, -1):
+        u = float(x[r, j])
+        v = float(y[r, j])
+        if u != u or v != v:
+            continue
+        n += 1
+        if u - u != 0.0 or v - v != 0.0:
+            bad = True
+        elif kx != kx:
+            kx = u
+            ky = v
+    if n < mp or n < 2 or bad:
+        out[t, j] = _NAN
+        return
+    sx = 0.0
+    sy = 0.0
+    for r in range(start, t + 1):
+        u = float(x[r, j])
+        v = float(y[r, j])
+        if u == u and v == v:
+            sx += u - kx
+            sy += v - ky
+    mx = sx / n
+    my = sy / n
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for r in range(start, t + 1):
+        u = float(x[r, j])
+        v = float(y[r, j])
+        if u == u and v == v:
+            du = (u - kx) - mx
+            dv = (v - ky) - my
+            sxx += du * du
+            syy += dv * dv
+            sxy += du * dv
+    if not corr:
+        out[t, j] = sxy / (n - 1) if (sxx > 0.0 and syy > 0.0) else 0.0
+    elif sxx > 0.0 and syy > 0.0:
+        out[t, j] = sxy / math.sqrt(sxx * syy)
+    else:
+        out[t, j] = _NAN
+
+
+def ts_cov(x, y, window, min_periods, out):
+    """Covariance (ddof=1) over the window's pairwise-complete rows; exactly 0 when a side is
+    constant."""
+    launch2d(_cov_kernel, out.shape[0], out.shape[1], x, y, int(window), int(min_periods), False, out)
+
+
+def ts_corr(x, y, window, min_periods, out):
+    """Pearson correlation over the window's pairwise-complete rows; NaN when a side is constant."""
+    launch2d(_cov_kernel, out.shape[0], out.shape[1], x, y, int(window), int(min_periods), True, out)
+
+
+@cuda.jit
+def _shift_kernel(x, periods, diff, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    s = t - periods
+    if s < 0 or s >= x.shape[0]:
+        out[t, j] = _NAN
+    elif diff:
+        out[t, j] = x[t, j] - x[s, j]
+    else:
+        out[t, j] = x[s, j]
+
+
+def delay(x, periods, out):
+    """Value ``periods`` rows earlier (later for negative ``periods``: ``lead``); NaN outside."""
+    launch2d(_shift_kernel, out.shape[0], out.shape[1], x, int(periods), False, out)
+
+
+def delta(x, periods, out):
+    """``x - delay(x, periods)``."""
+    launch2d(_shift_kernel, out.shape[0], out.shape[1], x, int(periods), True, out)
+
+
+@cuda.jit
+def _count_kernel(x, window, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    n = 0
+    for r in range(max(0, t - window + 1), t + 1):
+        v = x[r, j]
+        if v == v:
+            n += 1
+    out[t, j] = n
+
+
+def ts_count(x, window, out):
+    """Number of valid values among the last ``window`` rows (never NaN)."""
+    launch2d(_count_kernel, out.shape[0], out.shape[1], x, int(window), out)
