@@ -16,10 +16,9 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "gpu":
-        raise NotImplementedError(
-            "backend='gpu' is not available in this build: the CUDA kernels (kernels/cuda/) are not "
-            "implemented yet; install factorflow[gpu] once they are, or use backend='cpu'"
-        )
+        from .device import check_gpu
+
+        check_gpu()  # names the missing piece: numba-cuda, CUDA driver / GPU
 
 
 def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
@@ -27,8 +26,13 @@ def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
     if not isinstance(panel, Panel):
         raise TypeError(f"panel must be a factorflow Panel, got {type(panel).__name__}")
     _check_backend(backend)
-    return make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend,
-                     prefer=_stored_grid(panel))
+    p = make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend,
+                  prefer=_stored_grid(panel))
+    if backend == "gpu":
+        from .device import check_plan
+
+        check_plan(p)  # every operator has a CUDA kernel
+    return p
 
 
 def _stored_grid(panel: Panel):
@@ -101,6 +105,11 @@ def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Pane
     import dask.array as da
 
     p = plan(factors, panel, chunks=chunks, backend=backend)
+    if backend == "gpu":
+        from .device import check_workers
+        from .graph import _active_client
+
+        check_workers(_active_client())  # a cluster without GPU workers would wait forever
     graph, name, chunks3, keep, origins = build_graph(p, panel)
     arr = da.Array(graph, name, chunks=chunks3, dtype=p.dtype, meta=np.empty((0, 0, 0), p.dtype))
     out = Panel([_Group(tuple(p.names), arr, origins)], panel.times, panel.symbols)

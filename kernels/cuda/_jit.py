@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 from numba import config, cuda
+from numba.cuda import device_array, to_device
 
-__all__ = ["SIMULATOR", "cuda", "device", "BLOCK", "grid2d", "launch2d", "operand", "at", "is_device_array", "empty_like"]
+# Host code here and in the kernel modules calls ``device_array`` / ``to_device`` by these names,
+# never as ``cuda.<name>``: the simulator swaps a module's global ``cuda`` for a fake one while a
+# kernel of that module runs, which other threads (Dask workers) would see mid-call.
+
+__all__ = ["SIMULATOR", "cuda", "device_array", "to_device", "device", "BLOCK", "grid2d", "launch2d", "operand", "at", "is_device_array", "empty_like"]
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 """True under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
@@ -55,12 +60,12 @@ def operand(v, out):
         return v
     if isinstance(v, np.ndarray):
         raise TypeError("CUDA kernels take device arrays; copy host arrays with engine/device.py first")
-    return cuda.to_device(np.full((1, 1), v, dtype=out.dtype))
+    return to_device(np.full((1, 1), v, dtype=out.dtype))
 
 
 def empty_like(a):
     """An uninitialised device array of ``a``'s shape and dtype."""
-    return cuda.device_array(a.shape, dtype=a.dtype)
+    return device_array(a.shape, dtype=a.dtype)
 
 
 @device

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from ._jit import BLOCK, cuda
+from ._jit import BLOCK, cuda, device_array
 
 __all__ = ["ewm_init_state", "ewm_mean", "cumsum_init_state", "cumsum", "segment_rows"]
 
@@ -135,7 +135,7 @@ def cumsum(x, state, out, *, seg=None):
         return
     seg = seg or segment_rows(rows, cols)
     nseg, grid, block = _launch_config(rows, cols, seg)
-    part = cuda.device_array((nseg, cols), dtype=np.float64)
+    part = device_array((nseg, cols), dtype=np.float64)
     _cumsum_reduce[grid, block](x, seg, part)
     _cumsum_carry[(cols + 127) // 128, 128](part, state)
     _cumsum_apply[grid, block](x, seg, part, state, out)
@@ -311,8 +311,8 @@ def ewm_mean(x, alpha, adjust, state, out, *, seg=None):
     adjust = bool(adjust)
     seg = seg or segment_rows(rows, cols)
     nseg, grid, block = _launch_config(rows, cols, seg)
-    summ = cuda.device_array((nseg, 7, cols), dtype=np.float64)
-    carry = cuda.device_array((nseg, 2, cols), dtype=np.float64)
+    summ = device_array((nseg, 7, cols), dtype=np.float64)
+    carry = device_array((nseg, 2, cols), dtype=np.float64)
     if adjust:
         _ewma_reduce[grid, block](x, seg, decay, summ)
     else:
