@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP) qlib-venv
 	$(PY) -m pytest -q
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/gpu
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py

@@ -215,7 +215,7 @@ def run_local(program, layouts, edges, rows, cols, out: np.ndarray, blocks) -> N
 
 
 def _run_local(program, layouts, edges, rows, cols, out, blocks):
-    from numba.cuda import device_array, to_device as _to_device
+    from numba.cuda import device_array
 
     from .execute import kernel
 
@@ -276,7 +276,7 @@ def run_cross_section(program, layouts, rows, cols, dtype_str, blocks) -> np.nda
 
 
 def _run_cross_section(program, layouts, rows, cols, dtype_str, blocks):
-    from numba.cuda import device_array, to_device as _to_device
+    from numba.cuda import device_array
 
     from .execute import kernel
 

@@ -177,3 +177,16 @@ def test_resolve_same_names():
     assert resolve("rolling.ts_mean", "gpu") is rolling.ts_mean
     with pytest.raises(LookupError, match="no kernel"):
         resolve("rolling.ts_median", "gpu")
+
+
+@pytest.mark.parametrize("module", ["_jit", "elementwise", "rolling", "recursive", "cross_section"])
+def test_docstring_examples(module):
+    """tests/test_docs.py leaves out kernels/cuda (it would import numba.cuda without CUDA)."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"factorflow.kernels.cuda.{module}")
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for t in doctest.DocTestFinder(exclude_empty=True).find(mod, mod.__name__):
+        runner.run(t)
+    assert runner.summarize(verbose=False).failed == 0
