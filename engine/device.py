@@ -249,7 +249,8 @@ def run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks):
 
 
 def _run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks):
-    from numba.cuda import device_array, to_device as _to_device
+    from numba.cuda import device_array
+    from numba.cuda import to_device as _to_device
 
     from .execute import kernel
 

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from factorflow.engine.device import GPUUnavailableError, gpu_status
 
 import factorflow as ff
-from factorflow.engine.device import GPUUnavailableError, gpu_status
 
 PANEL = ff.Panel.from_numpy({"close": np.arange(20.0).reshape(10, 2) + 1})
 

@@ -4,7 +4,6 @@ hence the separate invocation) or on a machine with a GPU. Elsewhere they skip w
 from __future__ import annotations
 
 import pytest
-
 from factorflow.engine.device import gpu_status
 
 CUDA_OK, CUDA_WHY = gpu_status()

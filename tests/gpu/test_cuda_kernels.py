@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from patterns import assert_close, make_patterned
-
 from factorflow.kernels import resolve
+from patterns import assert_close, make_patterned
 
 X = make_patterned(64, 9, seed=1)
 Y = make_patterned(64, 9, seed=2)
@@ -102,10 +101,9 @@ def test_cs_scale():
 
 
 def _scan(kind, x, seg, state_cpu=None, state_gpu=None, dtype=np.float64):
-    from numba import cuda
-
     from factorflow.kernels.cpu import recursive as C
     from factorflow.kernels.cuda import recursive as G
+    from numba import cuda
 
     x = x.astype(dtype)
     n = x.shape[1]

@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 import pytest
+from factorflow.engine.device import GPUUnavailableError
 from patterns import assert_close, make_patterned
 
 import factorflow as ff
-from factorflow.engine.device import GPUUnavailableError
 
 CLOSE = make_patterned(64, 9, seed=11, positive=True)
 VOLUME = make_patterned(64, 9, seed=12, positive=True) * 1000
