@@ -7,11 +7,11 @@ excluded and kept, ±inf valid, means shifted by the row's first finite valid va
 constant row gives exactly 0 for ``cs_demean`` and 0 / 0 = NaN for ``cs_zscore``), accumulation in
 float64.
 
-``cs_rank`` counts, for every valid value, the valid values below and equal to it in the row
-(``(less + (equal + 1) / 2) / n``, ties averaged): O(N^2) compares per row, streamed through
-shared-memory tiles. Exact and simple; for very wide panels a segmented sort would be cheaper
-(docs/gpu.md lists it as unmeasured). ``cs_neutralize`` has no GPU kernel yet (the planner
-refuses it for ``backend="gpu"``).
+``cs_rank`` sorts each row (a block-wide bitonic sort of the row padded to a power of two, NaN as
++inf, in a scratch row per block that stays in L1/L2), then finds each valid value's ``less`` and
+``less + equal`` counts by two binary searches: ``(less + (equal + 1) / 2) / n``, ties averaged,
+O(N log^2 N) per row. ``cs_neutralize`` has no GPU kernel yet (the planner refuses it for
+``backend="gpu"``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._jit import SIMULATOR, cuda
+from ._jit import SIMULATOR, cuda, device_array
 
 __all__ = ["cs_rank", "cs_zscore", "cs_demean", "cs_scale", "ROW_THREADS"]
 
@@ -142,38 +142,67 @@ def _moment_kernel(x, op, scale, out):
 
 
 @cuda.jit
-def _rank_kernel(x, out):
-    t = cuda.blockIdx.x
-    tile = cuda.shared.array(ROW_THREADS, dtype=np.float64)
+def _rank_kernel(x, keys, out):
+    """Rows ``blockIdx.x, blockIdx.x + gridDim.x, ...``; ``keys`` is this block's scratch row."""
     buf = cuda.shared.array(ROW_THREADS, dtype=np.float64)
     N = x.shape[1]
+    n2 = keys.shape[1]
     i = cuda.threadIdx.x
-    nv = 0.0
-    for j in range(i, N, ROW_THREADS):
-        v = float(x[t, j])
-        if v == v:
-            nv += 1.0
-    n = _block_sum(buf, nv)
-    # each thread ranks the symbols j = i, i + ROW_THREADS, ...; the row is streamed through
-    # shared memory one tile at a time
-    for base in range(0, N, ROW_THREADS):
-        j = base + i
-        cur = float(x[t, j]) if j < N else _NAN
-        less = 0.0
-        equal = 0.0
-        for tb in range(0, N, ROW_THREADS):
-            k = tb + i
-            tile[i] = float(x[t, k]) if k < N else _NAN
-            cuda.syncthreads()
-            for m in range(min(ROW_THREADS, N - tb)):
-                v = tile[m]
-                if v < cur:
-                    less += 1.0
-                elif v == cur:
-                    equal += 1.0
-            cuda.syncthreads()
-        if j < N:
-            out[t, j] = (less + (equal + 1.0) / 2.0) / n if cur == cur else _NAN
+    b = cuda.blockIdx.x
+    for t in range(b, x.shape[0], cuda.gridDim.x):
+        # keys: the row's values, NaN (and padding) as +inf, which sorts them after every valid
+        # value but the valid +inf, and those are interchangeable: the first n keys after the
+        # sort are exactly the valid values in order
+        nv = 0.0
+        for j in range(i, n2, ROW_THREADS):
+            v = float(x[t, j]) if j < N else _NAN
+            if v == v:
+                nv += 1.0
+                keys[b, j] = v
+            else:
+                keys[b, j] = math.inf
+        n = int(_block_sum(buf, nv))
+        cuda.syncthreads()
+        # bitonic sort of keys[b, :n2], ascending
+        k = 2
+        while k <= n2:
+            h = k // 2
+            while h > 0:
+                for a in range(i, n2, ROW_THREADS):
+                    c = a ^ h
+                    if c > a:
+                        ka = keys[b, a]
+                        kc = keys[b, c]
+                        if (ka > kc) if (a & k) == 0 else (ka < kc):
+                            keys[b, a] = kc
+                            keys[b, c] = ka
+                cuda.syncthreads()
+                h //= 2
+            k *= 2
+        # rank = less + (equal + 1) / 2 over n, from two binary searches in the sorted valid keys
+        for j in range(i, N, ROW_THREADS):
+            v = float(x[t, j])
+            if v != v:
+                out[t, j] = _NAN
+                continue
+            lo = 0
+            hi = n
+            while lo < hi:  # first key >= v
+                m = (lo + hi) // 2
+                if keys[b, m] < v:
+                    lo = m + 1
+                else:
+                    hi = m
+            less = lo
+            hi = n
+            while lo < hi:  # first key > v
+                m = (lo + hi) // 2
+                if keys[b, m] <= v:
+                    lo = m + 1
+                else:
+                    hi = m
+            out[t, j] = (less + (lo - less + 1) / 2.0) / n
+        cuda.syncthreads()
 
 
 def _rows(kern, x, out, *args):
@@ -196,6 +225,18 @@ def cs_scale(x, scale, out):
     _rows(_moment_kernel, x, out, 2, float(scale))
 
 
+RANK_BLOCKS = 1024
+"""Thread blocks of ``cs_rank`` (each loops over rows with its own scratch row)."""
+
+
 def cs_rank(x, out):
     """Percentile rank in (0, 1] among the valid values of each row, ties averaged, NaN kept."""
-    _rows(_rank_kernel, x, out)
+    rows, cols = out.shape
+    if rows == 0 or cols == 0:
+        return
+    n2 = 1
+    while n2 < cols:
+        n2 *= 2
+    blocks = min(rows, RANK_BLOCKS)
+    keys = device_array((blocks, n2), dtype=np.float64)
+    _rank_kernel[blocks, ROW_THREADS](x, keys, out)

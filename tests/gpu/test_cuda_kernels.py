@@ -188,3 +188,19 @@ def test_docstring_examples(module):
     for t in doctest.DocTestFinder(exclude_empty=True).find(mod, mod.__name__):
         runner.run(t)
     assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("name", ["cs_rank", "cs_zscore", "cs_demean"])
+def test_cross_section_wide_rows(name):
+    """Rows wider than a thread block (several strides, padding in the sort), with ties, ±0,
+    ±inf (rank only: they are valid values) and NaN."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 7, (6, 45)).astype(float) - 3.0
+    x[rng.random(x.shape) < 0.15] = np.nan
+    x[1, :] = np.nan
+    x[2, 5] = -0.0
+    if name == "cs_rank":
+        x[3, 2] = np.inf
+        x[3, 9] = -np.inf
+        x[4, 3:6] = np.inf
+    _run(f"cross_section.{name}", (x,), (), np.float64)
