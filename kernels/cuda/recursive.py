@@ -6,13 +6,18 @@ Parallel scan along time, in three launches per call (docs/gpu.md, "Scans"):
 
 1. **reduce**: the block's rows are cut into ``P`` segments of ``L`` rows; one thread per
    (segment, symbol) walks its segment and summarises it as a map of the carried state;
-2. **scan the carries**: one thread per symbol composes the ``P`` summaries in order, starting
-   from ``state``, and stores each segment's carry-in (then the new ``state``);
+2. **scan the carries**: one thread per symbol walks the ``P`` summaries in order, starting from
+   ``state``, and stores each segment's carry-in (then the new ``state``). Beyond ``WALK_MAX``
+   segments this takes two levels: one thread per (group, symbol) composes a group of summaries
+   into one (summaries are closed under concatenation), one thread per symbol walks the groups,
+   and one thread per (group, symbol) walks its group from the group's carry-in; no thread walks
+   more than ``WALK_MAX`` summaries;
 3. **apply**: one thread per (segment, symbol) runs the CPU kernel's exact row update from its
    carry-in, writing the outputs.
 
 ``P * N`` threads work in phases 1 and 3, so a single long series is spread over the GPU as well
-as a wide panel (:func:`segment_rows` picks ``L`` from the shape). The summaries:
+as a wide panel (:func:`segment_rows` picks ``L`` from the shape: about ``TARGET_THREADS``
+threads, at least ``MIN_SEGMENT_ROWS`` rows each). The summaries:
 
 * ``cumsum``: the segment's sum of valid values.
 * ``ewma`` (adjust=True): with ``S`` the decayed sum of valid values and ``W`` the decayed count
@@ -43,8 +48,10 @@ from ._jit import BLOCK, cuda, device_array
 __all__ = ["ewm_init_state", "ewm_mean", "cumsum_init_state", "cumsum", "segment_rows"]
 
 _NAN = math.nan
-TARGET_THREADS = 1 << 16  # threads wanted in phases 1 and 3
-MAX_SEGMENTS = 8192  # bound on the sequential phase 2 per symbol
+TARGET_THREADS = 1 << 18  # threads wanted in phases 1 and 3
+MIN_SEGMENT_ROWS = 32
+WALK_MAX = 1024  # most summaries one thread composes or walks in phase 2
+MAX_SEGMENTS = WALK_MAX * WALK_MAX  # phase 2 has two levels at most
 
 
 def ewm_init_state(n: int) -> np.ndarray:
@@ -63,18 +70,23 @@ def cumsum_init_state(n: int) -> np.ndarray:
 
 def segment_rows(rows: int, cols: int) -> int:
     """Rows per scan segment for a ``rows x cols`` block: enough segments for about
-    ``TARGET_THREADS`` threads, at most ``MAX_SEGMENTS``, at least 16 rows each.
+    ``TARGET_THREADS`` threads, at least ``MIN_SEGMENT_ROWS`` rows each.
 
     Examples
     --------
     >>> segment_rows(20_000, 5_000), segment_rows(100_000_000, 1)
-    (1539, 12208)
+    (385, 382)
     """
     if rows <= 0:
         return 1
     want = max(1, TARGET_THREADS // max(cols, 1))
-    seg = max(16, -(-rows // min(want, MAX_SEGMENTS)))
+    seg = max(MIN_SEGMENT_ROWS, -(-rows // min(want, MAX_SEGMENTS)))
     return min(seg, rows)
+
+
+def _grid(n, cols):
+    """Launch configuration of one thread per (summary group ``n``, symbol)."""
+    return ((cols + BLOCK[0] - 1) // BLOCK[0], (n + BLOCK[1] - 1) // BLOCK[1]), BLOCK
 
 
 def _launch_config(rows, cols, seg):
@@ -99,12 +111,25 @@ def _cumsum_reduce(x, seg, part):
 
 
 @cuda.jit
-def _cumsum_carry(part, state):
-    j = cuda.grid(1)
-    if j >= part.shape[1]:
+def _sum_groups(part, group, out):
+    j, g = cuda.grid(2)
+    if g >= out.shape[0] or j >= part.shape[1]:
         return
-    c = state[0, j]
-    for p in range(part.shape[0]):
+    s = 0.0
+    for p in range(g * group, min(part.shape[0], (g + 1) * group)):
+        s += part[p, j]
+    out[g, j] = s
+
+
+@cuda.jit
+def _cumsum_walk(part, group, start, state, top):
+    """Turn ``part`` into exclusive prefix sums within each group of ``group`` rows, from the
+    group's carry-in: ``state`` at the top level (which also receives the total), else ``start``."""
+    j, g = cuda.grid(2)
+    if j >= part.shape[1] or g * group >= part.shape[0]:
+        return
+    c = state[0, j] if top else start[g, j]
+    for p in range(g * group, min(part.shape[0], (g + 1) * group)):
         s = part[p, j]
         part[p, j] = c
         c += s
@@ -137,7 +162,15 @@ def cumsum(x, state, out, *, seg=None):
     nseg, grid, block = _launch_config(rows, cols, seg)
     part = device_array((nseg, cols), dtype=np.float64)
     _cumsum_reduce[grid, block](x, seg, part)
-    _cumsum_carry[(cols + 127) // 128, 128](part, state)
+    if nseg <= WALK_MAX:
+        _cumsum_walk[_grid(1, cols)](part, nseg, part, state, True)
+    else:  # two levels: group sums, walk the groups, walk each group from its carry-in
+        group = -(-nseg // WALK_MAX)
+        ngroups = -(-nseg // group)
+        gsum = device_array((ngroups, cols), dtype=np.float64)
+        _sum_groups[_grid(ngroups, cols)](part, group, gsum)
+        _cumsum_walk[_grid(1, cols)](gsum, ngroups, gsum, state, True)
+        _cumsum_walk[_grid(ngroups, cols)](part, group, gsum, state, False)
     _cumsum_apply[grid, block](x, seg, part, state, out)
 
 
@@ -228,23 +261,77 @@ def _ewma_reduce(x, seg, decay, summ):
 
 
 @cuda.jit
-def _ewm_carry(summ, alpha, decay, adjust, state, carry):
-    """Compose the segment summaries per symbol; ``carry[p, 0:2, j]`` = (avg, old_wt) entering
-    segment ``p``."""
-    j = cuda.grid(1)
-    if j >= summ.shape[2]:
+def _ewm_compose(summ, group, alpha, decay, adjust, out):
+    """Summaries of ``group`` consecutive segments composed into one (the summaries of the module
+    docstring are closed under concatenation)."""
+    j, g = cuda.grid(2)
+    if g >= out.shape[0] or j >= summ.shape[2]:
         return
-    y = state[0, j]
-    wt = state[1, j]
-    nobs = state[2, j]
-    for p in range(summ.shape[0]):
+    f = -1.0
+    vf = 0.0  # ema: first valid value; ewma: S at the last valid row
+    A = 1.0  # ema: composed slope; ewma: W at the last valid row
+    B = 0.0  # ema: composed intercept; ewma: offset of the last valid row
+    trail = 1.0
+    nv = 0.0
+    length = 0.0
+    for p in range(g * group, min(summ.shape[0], (g + 1) * group)):
+        f2 = summ[p, _F, j]
+        t2 = summ[p, _TRAIL, j]
+        if f2 < 0:
+            trail *= t2
+        elif f < 0:
+            f = length + f2
+            vf = summ[p, _VF, j]
+            A = summ[p, _A, j]
+            B = length + summ[p, _B, j] if adjust else summ[p, _B, j]
+            trail = t2
+        elif adjust:
+            k = trail * decay ** (summ[p, _B, j] + 1.0)
+            vf = k * vf + summ[p, _VF, j]
+            A = k * A + summ[p, _A, j]
+            B = length + summ[p, _B, j]
+            trail = t2
+        else:
+            w = trail * decay ** (f2 + 1.0)
+            a = w / (w + alpha)
+            b = alpha * summ[p, _VF, j] / (w + alpha)
+            A2 = summ[p, _A, j]
+            B = A2 * (a * B + b) + summ[p, _B, j]
+            A = A2 * a * A
+            trail = t2
+        nv += summ[p, _NV, j]
+        length += summ[p, _LEN, j]
+    out[g, _F, j] = f
+    out[g, _VF, j] = vf
+    out[g, _A, j] = A
+    out[g, _B, j] = B
+    out[g, _TRAIL, j] = trail
+    out[g, _NV, j] = nv
+    out[g, _LEN, j] = length
+
+
+@cuda.jit
+def _ewm_walk(summ, group, alpha, decay, adjust, start, state, top, carry):
+    """Walk the summaries of each group of ``group`` in order from the group's carry-in (``state``
+    at the top level, else ``start[g]``), storing each summary's carry-in ``(avg, old_wt)`` in
+    ``carry``; the top level also adds the valid counts to ``state``'s ``nobs`` row."""
+    j, g = cuda.grid(2)
+    if j >= summ.shape[2] or g * group >= summ.shape[0]:
+        return
+    if top:
+        y = state[0, j]
+        wt = state[1, j]
+    else:
+        y = start[g, 0, j]
+        wt = start[g, 1, j]
+    nobs = 0.0
+    for p in range(g * group, min(summ.shape[0], (g + 1) * group)):
         carry[p, 0, j] = y
         carry[p, 1, j] = wt
-        f = int(summ[p, _F, j])
-        n = summ[p, _LEN, j]
+        f = summ[p, _F, j]
         nobs += summ[p, _NV, j]
         if f < 0:
-            wt = wt * decay ** n
+            wt = wt * summ[p, _TRAIL, j]
             continue
         started = wt == wt
         if adjust:
@@ -268,7 +355,8 @@ def _ewm_carry(summ, alpha, decay, adjust, state, carry):
                 yf = vf
             y = summ[p, _A, j] * yf + summ[p, _B, j]
             wt = summ[p, _TRAIL, j]
-    state[2, j] = nobs
+    if top:
+        state[2, j] += nobs
 
 
 @cuda.jit
@@ -317,5 +405,14 @@ def ewm_mean(x, alpha, adjust, state, out, *, seg=None):
         _ewma_reduce[grid, block](x, seg, decay, summ)
     else:
         _ema_reduce[grid, block](x, seg, alpha, decay, summ)
-    _ewm_carry[(cols + 127) // 128, 128](summ, alpha, decay, adjust, state, carry)
+    if nseg <= WALK_MAX:
+        _ewm_walk[_grid(1, cols)](summ, nseg, alpha, decay, adjust, carry, state, True, carry)
+    else:  # two levels: compose groups of summaries, walk the groups, walk inside each group
+        group = -(-nseg // WALK_MAX)
+        ngroups = -(-nseg // group)
+        gsumm = device_array((ngroups, 7, cols), dtype=np.float64)
+        gcarry = device_array((ngroups, 2, cols), dtype=np.float64)
+        _ewm_compose[_grid(ngroups, cols)](summ, group, alpha, decay, adjust, gsumm)
+        _ewm_walk[_grid(1, cols)](gsumm, ngroups, alpha, decay, adjust, gcarry, state, True, gcarry)
+        _ewm_walk[_grid(ngroups, cols)](summ, group, alpha, decay, adjust, gcarry, state, False, carry)
     _ewm_apply[grid, block](x, seg, alpha, decay, adjust, carry, state, out)

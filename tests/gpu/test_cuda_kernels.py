@@ -145,6 +145,20 @@ def test_scan_carries_state_and_float32(kind):
     assert_close(got, want, rtol=2e-6, what=f"{kind} float32")
 
 
+@pytest.mark.parametrize("kind", ["ema", "ewma", "cumsum"])
+@pytest.mark.parametrize("walk_max", [2, 4])
+def test_scan_two_level_carries(kind, walk_max, monkeypatch):
+    """More segments than one thread walks: summaries composed in groups, groups walked, then
+    segments within each group (``WALK_MAX`` lowered so a tiny block takes that path)."""
+    from factorflow.kernels.cuda import recursive as G
+
+    monkeypatch.setattr(G, "WALK_MAX", walk_max)
+    for seg in (1, 3):
+        got, want, gs, cs = _scan(kind, X, seg)
+        assert_close(got, want, what=f"{kind} seg={seg} walk_max={walk_max}")
+        assert_close(gs, cs, what=f"{kind} state")
+
+
 def test_scan_long_gap_single_series():
     """One long series with long NaN gaps crossing many segments (the first valid value of a
     segment takes its gap from the carry)."""
@@ -153,9 +167,10 @@ def test_scan_long_gap_single_series():
     x[rng.random(400) < 0.3] = np.nan
     x[100:230] = np.nan
     for kind in ("ema", "ewma", "cumsum"):
-        got, want, gs, cs = _scan(kind, x, 9)
-        assert_close(got, want, what=kind)
-        assert_close(gs, cs, what=f"{kind} state")
+        for seg in (9, None):  # None: segment_rows (one segment: 400 rows < 2 x MIN_SEGMENT_ROWS x ...)
+            got, want, gs, cs = _scan(kind, x, seg)
+            assert_close(got, want, what=kind)
+            assert_close(gs, cs, what=f"{kind} state")
 
 
 def test_segment_rows_uses_the_gpu():
