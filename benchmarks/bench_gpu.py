@@ -86,9 +86,8 @@ def copy_bandwidth(d, repeat):
 
 
 def kernel_rows(series, panel, repeat, rng):
-    from numba import cuda
-
     from factorflow.kernels.cuda import recursive, rolling
+    from numba import cuda
 
     rows = []
     x1 = cuda.to_device(_walk(rng, (series, 1)))

@@ -16,9 +16,11 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "gpu":
-        from .device import check_gpu
+        from .device import check_environment
+        from .graph import _active_client
 
-        check_gpu()  # names the missing piece: numba-cuda, CUDA driver / GPU
+        # names the missing piece: numba-cuda, CUDA driver / GPU here, or GPU workers
+        check_environment(_active_client())
 
 
 def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
@@ -105,11 +107,6 @@ def compute(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Pane
     import dask.array as da
 
     p = plan(factors, panel, chunks=chunks, backend=backend)
-    if backend == "gpu":
-        from .device import check_workers
-        from .graph import _active_client
-
-        check_workers(_active_client())  # a cluster without GPU workers would wait forever
     graph, name, chunks3, keep, origins = build_graph(p, panel)
     arr = da.Array(graph, name, chunks=chunks3, dtype=p.dtype, meta=np.empty((0, 0, 0), p.dtype))
     out = Panel([_Group(tuple(p.names), arr, origins)], panel.times, panel.symbols)

@@ -13,9 +13,11 @@ the CPU. Inside a task the stage runs on the device:
   the recursive stage's blocks as on the CPU.
 
 Nothing here imports ``numba.cuda`` until a GPU plan is checked or run, so ``import factorflow``
-and the CPU backend never load it. :func:`check_gpu` runs before any work and names the missing
-piece: the ``numba-cuda`` package, a CUDA driver / visible GPU (or the simulator), GPU workers on
-an active Dask cluster, or a GPU kernel for an operator of the plan.
+and the CPU backend never load it. :func:`check_environment` and :func:`check_plan` run before
+any work and name the missing piece: the ``numba-cuda`` package, a CUDA driver / visible GPU (or
+the simulator) when the graph runs in this process, GPU workers on an active Dask cluster (the
+client then needs no GPU), or a GPU kernel for an operator of the plan. A GPU task checks CUDA
+once on its worker (:func:`check_gpu`), so a worker without it fails with the same message.
 
 GPU tasks carry the Dask resource ``GPU=1`` (``graph.py`` annotates the stage layers and
 ``materialize.py`` passes the same restriction to ``Client.get``), so on a cluster they run only
@@ -28,7 +30,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["GPUUnavailableError", "GPU_RESOURCES", "check_gpu", "check_plan", "check_workers",
+__all__ = ["GPUUnavailableError", "GPU_RESOURCES", "check_gpu", "check_environment", "check_plan", "check_workers",
            "run_local", "run_recursive", "run_cross_section", "gpu_status"]
 
 GPU_RESOURCES = {"GPU": 1}
@@ -76,6 +78,35 @@ def check_gpu() -> None:
     ok, why = gpu_status()
     if not ok:
         raise GPUUnavailableError(f"backend='gpu' needs a GPU: {why}; or use backend='cpu'")
+
+
+def check_environment(client) -> None:
+    """The checks ``backend="gpu"`` makes before planning: with an active Dask client, some worker
+    must offer the ``GPU`` resource (the client itself needs no GPU, only ``numba-cuda`` to check
+    the plan's kernels); without one, CUDA must run in this process."""
+    if client is None:
+        check_gpu()
+        return
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        from numba import config
+
+        if not config.ENABLE_CUDASIM:
+            raise GPUUnavailableError("backend='gpu' needs the numba-cuda package in this process too "
+                                      "(pip install 'factorflow[gpu]'), to check the plan's kernels") from None
+    check_workers(client)
+
+
+_WORKER_CHECKED = False
+
+
+def _check_worker() -> None:
+    """Once per process, in the task: CUDA must run on this worker."""
+    global _WORKER_CHECKED
+    if not _WORKER_CHECKED:
+        check_gpu()
+        _WORKER_CHECKED = True
 
 
 def check_plan(plan) -> None:
@@ -210,6 +241,7 @@ def _inputs(blocks, layouts, dtype):
 def run_local(program, layouts, edges, rows, cols, out: np.ndarray, blocks) -> None:
     """A fused local stage on the device, writing the block's outputs into host ``out``
     (``(n_outputs, rows, cols)``)."""
+    _check_worker()
     with _serial():
         _run_local(program, layouts, edges, rows, cols, out, blocks)
 
@@ -244,6 +276,7 @@ def _run_local(program, layouts, edges, rows, cols, out, blocks):
 
 def run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks):
     """A recursive stage block on the device; returns ``(block, states)`` with host states."""
+    _check_worker()
     with _serial():
         return _run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks)
 
@@ -272,6 +305,7 @@ def _run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks):
 
 def run_cross_section(program, layouts, rows, cols, dtype_str, blocks) -> np.ndarray:
     """A cross-sectional stage block (every symbol) on the device."""
+    _check_worker()
     with _serial():
         return _run_cross_section(program, layouts, rows, cols, dtype_str, blocks)
 

@@ -25,12 +25,12 @@ if os.environ.get("FACTORFLOW_TEST_BACKEND") == "gpu":
     import importlib
 
     import factorflow
-    import factorflow.engine
 
     _compute_mod = importlib.import_module("factorflow.engine.compute")
-    from factorflow.engine.device import GPUUnavailableError, check_gpu
+    _device = importlib.import_module("factorflow.engine.device")
+    GPUUnavailableError = _device.GPUUnavailableError
 
-    check_gpu()
+    _device.check_gpu()
     _cpu_compute = _compute_mod.compute
 
     @functools.wraps(_cpu_compute)
@@ -45,7 +45,7 @@ if os.environ.get("FACTORFLOW_TEST_BACKEND") == "gpu":
         return _cpu_compute(factors, panel, **kw)
 
     _compute_mod.compute = _gpu_compute
-    factorflow.engine.compute = _gpu_compute
+    importlib.import_module("factorflow.engine").compute = _gpu_compute
     factorflow.compute = _gpu_compute
 
     def pytest_terminal_summary(terminalreporter):

@@ -56,3 +56,21 @@ def test_simulator_is_reported_as_such():
     r = _run("from factorflow.engine.device import gpu_status; print(gpu_status())", NUMBA_ENABLE_CUDASIM="1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("(True, 'Numba CUDA simulator")
+
+
+class _FakeClient:
+    def __init__(self, resources):
+        self._workers = {f"tcp://127.0.0.1:{i}": {"resources": r} for i, r in enumerate(resources)}
+
+    def scheduler_info(self, n_workers=-1):
+        return {"workers": self._workers}
+
+
+def test_client_needs_gpu_workers_not_a_local_gpu():
+    """With a cluster, the client needs no GPU (a notebook on a CPU machine driving GPU workers);
+    the workers need the resource."""
+    from factorflow.engine.device import check_environment
+
+    check_environment(_FakeClient([{}, {"GPU": 1}]))  # no local CUDA here: still fine
+    with pytest.raises(GPUUnavailableError, match="none of the 2 worker"):
+        check_environment(_FakeClient([{}, {"CPU": 4}]))
