@@ -15,8 +15,8 @@ compensated over the finite values, with ±inf counted apart; moments are two-pa
 window's newest finite value, so a constant window gives exactly 0 (variance) or exactly the
 constant (means). float32 input is accumulated in float64 and rounded once on the store.
 
-Not here yet (the planner refuses them for ``backend="gpu"`` with the operator's name):
-``ts_median``, ``ts_quantile``, ``ts_skew``, ``ts_kurt``, ``ts_mad``, ``ts_wma``.
+Order statistics (``ts_median``, ``ts_quantile``) select the k-th smallest valid value by
+counting, O(window^2) per cell: meant for the short windows of factor libraries.
 """
 from __future__ import annotations
 
@@ -384,3 +384,191 @@ def _count_kernel(x, window, out):
 def ts_count(x, window, out):
     """Number of valid values among the last ``window`` rows (never NaN)."""
     launch2d(_count_kernel, out.shape[0], out.shape[1], x, int(window), out)
+
+
+@cuda.jit
+def _moment_kernel(x, window, mp, op, out):
+    """op 0: skew, 1: kurt, 2: mad; two passes about the newest finite value, then the
+    deviations from the mean."""
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    bad = False
+    k = _NAN
+    for r in range(t, start - 1, -1):
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        if v - v != 0.0:
+            bad = True
+        elif k != k:
+            k = v
+    need = 3 if op == 0 else (4 if op == 1 else 1)
+    if n < mp or n < need or bad:
+        out[t, j] = _NAN
+        return
+    sd = 0.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            sd += v - k
+    md = sd / n
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    equal = True
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            if v != k:
+                equal = False
+            e = (v - k) - md
+            s1 += abs(e)
+            e2 = e * e
+            s2 += e2
+            s3 += e2 * e
+            s4 += e2 * e2
+    if op == 2:
+        out[t, j] = s1 / n
+    elif equal or s2 == 0.0:
+        out[t, j] = _NAN
+    elif op == 0:
+        out[t, j] = n * math.sqrt(n - 1.0) / (n - 2.0) * s3 / s2 ** 1.5
+    else:
+        c = (n - 2.0) * (n - 3.0)
+        out[t, j] = (n + 1.0) * n * (n - 1.0) / c * (s4 / (s2 * s2)) - 3.0 * (n - 1.0) ** 2 / c
+
+
+def ts_skew(x, window, min_periods, out):
+    """Bias-corrected sample skewness (pandas ``rolling.skew``); NaN with fewer than 3 valid
+    values, when they are all equal, or with ±inf in the window."""
+    launch2d(_moment_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 0, out)
+
+
+def ts_kurt(x, window, min_periods, out):
+    """Bias-corrected excess kurtosis (pandas ``rolling.kurt``); NaN with fewer than 4 valid
+    values, when they are all equal, or with ±inf in the window."""
+    launch2d(_moment_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 1, out)
+
+
+def ts_mad(x, window, min_periods, out):
+    """Mean absolute deviation about the mean of the window's valid values (Qlib ``Mad``)."""
+    launch2d(_moment_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), 2, out)
+
+
+@cuda.jit
+def _wma_kernel(x, window, mp, compat, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    k = _NAN
+    finite = True
+    sw = 0.0
+    for r in range(t, start - 1, -1):
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        sw += r - start + 1.0
+        if v - v != 0.0:
+            finite = False
+        elif k != k:
+            k = v
+    if n < mp or n == 0 or (compat and not finite):
+        out[t, j] = _NAN
+        return
+    s = 0.0
+    for r in range(start, t + 1):
+        v = float(x[r, j])
+        if v == v:
+            w = r - start + 1.0
+            s += w * (v - k) if finite else w * v
+    if not finite:
+        out[t, j] = s / sw
+    elif compat:  # Qlib 0.9: sum(w v) / (rows (rows + 1) / 2) / n_valid (microsoft/qlib#1993)
+        rows = t - start + 1.0
+        out[t, j] = (k * sw + s) / (rows * (rows + 1.0) / 2.0) / n
+    else:
+        out[t, j] = k + s / sw
+
+
+def ts_wma(x, window, min_periods, compat, out):
+    """Qlib's ``WMA``: weights ``1..n`` over the ``n`` rows the window has, newest heaviest,
+    normalised by the valid values' weights (about the newest finite value: a constant window
+    gives exactly the constant); ``compat=True`` is Qlib 0.9's normalisation."""
+    launch2d(_wma_kernel, out.shape[0], out.shape[1], x, int(window), int(min_periods), bool(compat), out)
+
+
+@device
+def _kth(x, j, start, t, kth):
+    """The ``kth`` (0-based) smallest valid value of rows ``start..t`` of column ``j``: the value
+    ``c`` with ``less(c) <= kth < less_or_equal(c)``."""
+    for r in range(start, t + 1):
+        c = float(x[r, j])
+        if c != c:
+            continue
+        less = 0
+        leq = 0
+        for s in range(start, t + 1):
+            v = float(x[s, j])
+            if v < c:
+                less += 1
+                leq += 1
+            elif v == c:
+                leq += 1
+        if less <= kth < leq:
+            return c
+    return _NAN
+
+
+@cuda.jit
+def _quantile_kernel(x, window, q, mp, median, out):
+    j, t = cuda.grid(2)
+    if t >= out.shape[0] or j >= out.shape[1]:
+        return
+    start = max(0, t - window + 1)
+    n = 0
+    for r in range(start, t + 1):
+        v = x[r, j]
+        if v == v:
+            n += 1
+    if n < mp or n == 0:
+        out[t, j] = _NAN
+        return
+    if median:
+        if n % 2 == 1:
+            out[t, j] = _kth(x, j, start, t, n // 2)
+            return
+        a = _kth(x, j, start, t, n // 2 - 1)
+        b = _kth(x, j, start, t, n // 2)
+        if a == b:
+            out[t, j] = a
+            return
+        m = (a + b) / 2.0
+        if m - m != 0.0 and a - a == 0.0 and b - b == 0.0:  # a + b overflowed
+            m = a / 2.0 + b / 2.0
+        out[t, j] = m
+        return
+    h = q * (n - 1)
+    lo = int(math.floor(h))
+    hi = min(lo + 1, n - 1)
+    a = _kth(x, j, start, t, lo)
+    b = _kth(x, j, start, t, hi) if hi != lo else a
+    out[t, j] = a if a == b else a + (b - a) * (h - lo)
+
+
+def ts_median(x, window, min_periods, out):
+    """Median of the window's valid values (mean of the two middle ones for an even count)."""
+    launch2d(_quantile_kernel, out.shape[0], out.shape[1], x, int(window), 0.5, int(min_periods), True, out)
+
+
+def ts_quantile(x, window, q, min_periods, out):
+    """``q`` quantile of the window's valid values, linear interpolation between order statistics
+    (pandas ``rolling.quantile(q)``)."""
+    launch2d(_quantile_kernel, out.shape[0], out.shape[1], x, int(window), float(q), int(min_periods), False, out)

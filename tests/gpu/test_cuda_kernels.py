@@ -65,7 +65,7 @@ def test_logic_where_mask_fill(dtype):
 
 
 WINDOW = ["ts_sum", "ts_mean", "ts_std", "ts_var", "ts_min", "ts_max", "ts_argmin", "ts_argmax", "ts_rank",
-          "ts_prod", "decay_linear"]
+          "ts_prod", "decay_linear", "ts_skew", "ts_kurt", "ts_mad", "ts_median"]
 
 
 @pytest.mark.parametrize("name", WINDOW)
@@ -80,6 +80,13 @@ def test_window_float32(name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["ts_slope", "ts_rsquare", "ts_resid"])
+def test_regression(name, dtype):
+    for window, mp in ((6, 6), (11, 2)):
+        _run(f"regression.{name}", (X,), (window, mp), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_pairs_shifts_counts(dtype):
     for name in ("ts_corr", "ts_cov"):
         _run(f"rolling.{name}", (X, Y), (8, 8), dtype)
@@ -88,6 +95,10 @@ def test_pairs_shifts_counts(dtype):
         _run("rolling.delay", (X,), (periods,), dtype)
     _run("rolling.delta", (X,), (2,), dtype)
     _run("rolling.ts_count", (X,), (6,), dtype)
+    for compat in (False, True):
+        _run("rolling.ts_wma", (X,), (9, 4, compat), dtype)
+    for q in (0.0, 0.2, 0.8, 1.0):
+        _run("rolling.ts_quantile", (X,), (8, q, 3), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -189,10 +200,10 @@ def test_resolve_same_names():
 
     assert resolve("rolling.ts_mean", "gpu") is rolling.ts_mean
     with pytest.raises(LookupError, match="no kernel"):
-        resolve("rolling.ts_median", "gpu")
+        resolve("cross_section.cs_neutralize", "gpu")
 
 
-@pytest.mark.parametrize("module", ["_jit", "elementwise", "rolling", "recursive", "cross_section"])
+@pytest.mark.parametrize("module", ["_jit", "elementwise", "rolling", "recursive", "cross_section", "regression"])
 def test_docstring_examples(module):
     """tests/test_docs.py leaves out kernels/cuda (it would import numba.cuda without CUDA)."""
     import doctest

@@ -54,8 +54,8 @@ def test_local_gpu_cluster():
 
 
 def test_missing_gpu_kernel_is_named_before_work():
-    with pytest.raises(GPUUnavailableError, match="'ts_median'"):
-        ff.compute({"m": "ts_median(close, 5) + ts_mean(close, 3)"}, PANEL, backend="gpu")
+    with pytest.raises(GPUUnavailableError, match="'cs_neutralize'"):
+        ff.compute({"m": "cs_neutralize(close, volume) + ts_mean(close, 3)"}, PANEL, backend="gpu")
 
 
 def test_cluster_without_gpu_worker():
