@@ -10,8 +10,11 @@ float64.
 ``cs_rank`` sorts each row (a block-wide bitonic sort of the row padded to a power of two, NaN as
 +inf, in a scratch row per block that stays in L1/L2), then finds each valid value's ``less`` and
 ``less + equal`` counts by two binary searches: ``(less + (equal + 1) / 2) / n``, ties averaged,
-O(N log^2 N) per row. ``cs_neutralize`` has no GPU kernel yet (the planner refuses it for
-``backend="gpu"``).
+O(N log^2 N) per row.
+
+``cs_neutralize`` gives each symbol its group's mean by comparing its code with every symbol's of
+the row (streamed through shared-memory tiles): O(N^2) per row, exact, meant for moderate
+widths; a sort by code (as ``cs_rank`` sorts values) is the change for very wide panels.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from ._jit import SIMULATOR, cuda, device_array
 
-__all__ = ["cs_rank", "cs_zscore", "cs_demean", "cs_scale", "ROW_THREADS"]
+__all__ = ["cs_rank", "cs_zscore", "cs_demean", "cs_scale", "cs_neutralize", "ROW_THREADS"]
 
 ROW_THREADS = 16 if SIMULATOR else 128
 """Threads per row block (a power of two; fewer under the simulator, where threads are Python
@@ -210,6 +213,7 @@ def _rows(kern, x, out, *args):
         kern[out.shape[0], ROW_THREADS](x, *args, out)
 
 
+
 def cs_demean(x, out):
     """``x - mean(x)`` over the valid values of each row."""
     _rows(_moment_kernel, x, out, 0, 1.0)
@@ -240,3 +244,55 @@ def cs_rank(x, out):
     blocks = min(rows, RANK_BLOCKS)
     keys = device_array((blocks, n2), dtype=np.float64)
     _rank_kernel[blocks, ROW_THREADS](x, keys, out)
+
+
+@cuda.jit
+def _neutralize_kernel(x, group, out):
+    t = cuda.blockIdx.x
+    tx = cuda.shared.array(ROW_THREADS, dtype=np.float64)
+    tg = cuda.shared.array(ROW_THREADS, dtype=np.float64)
+    N = x.shape[1]
+    i = cuda.threadIdx.x
+    for base in range(0, N, ROW_THREADS):
+        j = base + i
+        v = float(x[t, j]) if j < N else _NAN
+        g = float(group[t, j]) if j < N else _NAN
+        # the group's first finite valid value (in symbol order) anchors the mean, as cs_demean
+        x0 = _NAN
+        n = 0.0
+        s = 0.0
+        for tb in range(0, N, ROW_THREADS):
+            k = tb + i
+            tx[i] = float(x[t, k]) if k < N else _NAN
+            tg[i] = float(group[t, k]) if k < N else _NAN
+            cuda.syncthreads()
+            for m in range(min(ROW_THREADS, N - tb)):
+                w = tx[m]
+                if tg[m] == g and w == w:
+                    if x0 != x0 and w - w == 0.0:
+                        x0 = w
+                    n += 1.0
+            cuda.syncthreads()
+        if x0 != x0:
+            x0 = 0.0
+        for tb in range(0, N, ROW_THREADS):
+            k = tb + i
+            tx[i] = float(x[t, k]) if k < N else _NAN
+            tg[i] = float(group[t, k]) if k < N else _NAN
+            cuda.syncthreads()
+            for m in range(min(ROW_THREADS, N - tb)):
+                w = tx[m]
+                if tg[m] == g and w == w:
+                    s += w - x0
+            cuda.syncthreads()
+        if j < N:
+            if v != v or g != g or n == 0.0:
+                out[t, j] = _NAN
+            else:
+                out[t, j] = (v - x0) - s / n
+
+
+def cs_neutralize(x, group, out):
+    """``x`` minus the mean of ``x`` over the symbols with the same group code, per row; NaN where
+    ``x`` or the code is NaN (WorldQuant's ``indneutralize``)."""
+    _rows(_neutralize_kernel, x, out, group)

@@ -111,6 +111,19 @@ def test_cs_scale():
     _run("cross_section.cs_scale", (X,), (2.0,), np.float64, rows=24)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cs_neutralize(dtype):
+    """Group codes with NaN codes, singleton groups, constant groups; rows wider than a block."""
+    rng = np.random.default_rng(9)
+    x = np.cumsum(rng.standard_normal((5, 40)), axis=1) + 1e6 * (rng.random((5, 40)) < 0.3)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    g = rng.integers(0, 5, x.shape).astype(float)
+    g[rng.random(x.shape) < 0.1] = np.nan
+    g[0, 0] = 17.0  # a singleton group
+    x[1, g[1] == 2] = 3.25  # a constant group: exactly 0
+    _run("cross_section.cs_neutralize", (x, g), (), dtype)
+
+
 def _scan(kind, x, seg, state_cpu=None, state_gpu=None, dtype=np.float64):
     from factorflow.kernels.cpu import recursive as C
     from factorflow.kernels.cuda import recursive as G
@@ -200,7 +213,7 @@ def test_resolve_same_names():
 
     assert resolve("rolling.ts_mean", "gpu") is rolling.ts_mean
     with pytest.raises(LookupError, match="no kernel"):
-        resolve("cross_section.cs_neutralize", "gpu")
+        resolve("cross_section.cs_nothing", "gpu")
 
 
 @pytest.mark.parametrize("module", ["_jit", "elementwise", "rolling", "recursive", "cross_section", "regression"])

@@ -53,9 +53,28 @@ def test_local_gpu_cluster():
         _parity(PANEL, {k: FACTORS[k] for k in ("z", "macd", "rank")}, CHUNKS, 1e-9)
 
 
-def test_missing_gpu_kernel_is_named_before_work():
-    with pytest.raises(GPUUnavailableError, match="'cs_neutralize'"):
-        ff.compute({"m": "cs_neutralize(close, volume) + ts_mean(close, 3)"}, PANEL, backend="gpu")
+def test_every_registry_operator_has_a_gpu_kernel():
+    from factorflow.kernels import resolve
+
+    for op in ff.operators().values():
+        for name in (op.kernel, op.state):
+            if name is not None:
+                assert callable(resolve(name, "gpu")), (op.name, name)
+
+
+def test_missing_gpu_kernel_is_named_before_work(monkeypatch):
+    import factorflow.kernels as K
+
+    real = K.resolve
+
+    def resolve(name, backend="cpu"):
+        if backend == "gpu" and name == "rolling.ts_median":
+            raise LookupError(f"backend 'gpu' has no kernel {name!r}")
+        return real(name, backend)
+
+    monkeypatch.setattr(K, "resolve", resolve)
+    with pytest.raises(GPUUnavailableError, match="no kernel yet for operator 'ts_median'"):
+        ff.compute({"m": "ts_median(close, 5) + ts_mean(close, 3)"}, PANEL, backend="gpu")
 
 
 def test_cluster_without_gpu_worker():
@@ -122,3 +141,21 @@ def test_gpu_tasks_run_only_on_gpu_worker(tmp_path):
     finally:
         _stop(procs)
         log.close()
+
+
+ALPHA158_PREFIXES = ("KMID", "KLOW", "ROC5", "MA10", "STD20", "BETA10", "RSQR10", "RESI5", "QTLU10", "RANK5",
+                     "CORR10", "CNTP10", "SUMD10", "VSUMP5", "WVMA5", "IMAX10")
+
+
+@pytest.mark.parametrize("name, pick", [
+    ("alpha101", ("alpha006", "alpha012", "alpha048", "alpha101")),  # corr, sign/delta, indneutralize, ratios
+    ("alpha158", ALPHA158_PREFIXES),  # every Qlib operator family: regression, quantile, rank, corr, sums
+])
+def test_library_subset_parity(name, pick):
+    """A subset of each library (the simulator is slow) covering its operator families; the whole
+    libraries are for a device run (FACTORFLOW_TEST_BACKEND=gpu)."""
+    panel = ff.sample_panel(70, 5, seed=3, groups=True)
+    lib = ff.library(name)
+    sub = {k: f for k, f in lib.items() if k in pick or (name == "alpha158" and k.startswith(pick))}
+    assert len(sub) >= len(pick)
+    _parity(panel, sub, None, 1e-9)
