@@ -9,6 +9,12 @@ from factorflow.engine.device import gpu_status
 CUDA_OK, CUDA_WHY = gpu_status()
 
 
+def pytest_configure(config):
+    # the simulator computes with NumPy scalars, which warn where a device silently gives inf/NaN
+    config.addinivalue_line("filterwarnings", "ignore::RuntimeWarning:factorflow.kernels.cuda")
+    config.addinivalue_line("filterwarnings", "ignore::RuntimeWarning:numba.cuda.simulator")
+
+
 def pytest_collection_modifyitems(config, items):
     if CUDA_OK:
         return

@@ -104,11 +104,11 @@ def test_pairs_shifts_counts(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["cs_rank", "cs_zscore", "cs_demean"])
 def test_cross_section(name, dtype):
-    _run(f"cross_section.{name}", (X,), (), dtype, rows=24)
+    _run(f"cross_section.{name}", (X,), (), dtype, rows=12)
 
 
 def test_cs_scale():
-    _run("cross_section.cs_scale", (X,), (2.0,), np.float64, rows=24)
+    _run("cross_section.cs_scale", (X,), (2.0,), np.float64, rows=12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
