@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP) qlib-venv chromium
 	$(PY) -m pytest -q
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/gpu
 
 # headless Chromium for tests/test_plots.py (renders a saved bokeh report); Debian's package, as root
 chromium:

@@ -78,7 +78,8 @@ class Cluster:
 
 
 def local(n_workers: int | None = None, threads_per_worker: int | None = None, processes: bool = False,
-          dashboard_address: str | None = "127.0.0.1:8787", memory_limit="auto", **kwargs) -> Cluster:
+          dashboard_address: str | None = "127.0.0.1:8787", memory_limit="auto", gpu: bool = False,
+          **kwargs) -> Cluster:
     """Start the embedded local cluster.
 
     Parameters
@@ -94,6 +95,11 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
     dashboard_address : str or None
         Where the dashboard listens; ``None`` disables it. Bound to 127.0.0.1 by default (if
         the port is taken Dask picks another; see ``.dashboard_link``).
+    gpu : bool
+        Start GPU workers for ``backend="gpu"``: one worker per visible GPU with dask-cuda's
+        ``LocalCUDACluster`` when ``dask_cuda`` is installed (processes), else one worker (device
+        0; threads unless ``processes=True``), each offering the Dask resource ``GPU=1``. Raises
+        :class:`~factorflow.engine.device.GPUUnavailableError` first when CUDA cannot run here.
     **kwargs
         Passed to :class:`distributed.LocalCluster`.
 
@@ -105,6 +111,8 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
     """
     from distributed import Client, LocalCluster
 
+    if gpu:
+        return _local_gpu(n_workers, threads_per_worker, processes, dashboard_address, memory_limit, **kwargs)
     ncores = os.cpu_count() or 1
     if n_workers is None:
         n_workers = ncores if processes else 1
@@ -148,6 +156,50 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
 
     announce(handle)  # the dashboard link: HTML in a notebook, one stderr line elsewhere
     return handle
+
+
+def _visible_gpus() -> int:
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM:
+        return 1
+    return len(cuda.gpus)
+
+
+def _local_gpu(n_workers, threads_per_worker, processes, dashboard_address, memory_limit, **kwargs) -> Cluster:
+    """``local(gpu=True)``: see :func:`local`."""
+    import warnings
+
+    from ..engine.device import GPU_RESOURCES, check_gpu
+
+    check_gpu()
+    ngpu = _visible_gpus()
+    kwargs.setdefault("resources", dict(GPU_RESOURCES))
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        from distributed import Client
+
+        if dashboard_address is not None and ":" not in str(dashboard_address):
+            dashboard_address = f"127.0.0.1:{dashboard_address}"
+        cluster = LocalCUDACluster(n_workers=n_workers, threads_per_worker=threads_per_worker or 1,
+                                   dashboard_address=dashboard_address, memory_limit=memory_limit,
+                                   host="127.0.0.1", **kwargs)
+        try:
+            client = Client(cluster, set_as_default=True)
+        except BaseException:
+            cluster.close()
+            raise
+        return Cluster(client, cluster)
+    if ngpu > 1 and (n_workers or 1) == 1:
+        warnings.warn(f"{ngpu} GPUs visible but dask-cuda is not installed: one GPU worker uses device 0 "
+                      "(pip install dask-cuda for one worker per GPU)", RuntimeWarning, stacklevel=3)
+    if n_workers not in (None, 1):
+        raise ValueError("without dask-cuda, ff.cluster.local(gpu=True) starts one GPU worker (device 0); "
+                         "install dask-cuda for one worker per GPU")
+    return local(1, threads_per_worker, processes, dashboard_address, memory_limit, **kwargs)
 
 
 def connect(address: str | None = None, scheduler_file: str | None = None, security=None, timeout="30s") -> Cluster:

@@ -16,10 +16,11 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "gpu":
-        raise NotImplementedError(
-            "backend='gpu' is not available in this build: the CUDA kernels (kernels/cuda/) are not "
-            "implemented yet; install factorflow[gpu] once they are, or use backend='cpu'"
-        )
+        from .device import check_environment
+        from .graph import _active_client
+
+        # names the missing piece: numba-cuda, CUDA driver / GPU here, or GPU workers
+        check_environment(_active_client())
 
 
 def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
@@ -27,8 +28,13 @@ def plan(factors, panel: Panel, *, chunks=None, backend: str = "cpu") -> Plan:
     if not isinstance(panel, Panel):
         raise TypeError(f"panel must be a factorflow Panel, got {type(panel).__name__}")
     _check_backend(backend)
-    return make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend,
-                     prefer=_stored_grid(panel))
+    p = make_plan(factors, panel.shape, panel.fields, dtype=panel.dtype, chunks=chunks, backend=backend,
+                  prefer=_stored_grid(panel))
+    if backend == "gpu":
+        from .device import check_plan
+
+        check_plan(p)  # every operator has a CUDA kernel
+    return p
 
 
 def _stored_grid(panel: Panel):

@@ -158,6 +158,11 @@ def run_local(program: LocalProgram, layouts: tuple, edges: tuple, rows: int, co
     holds the block's rows only.
     """
     out = np.empty((len(program.outputs), rows, cols), np.dtype(dtype_str))
+    if program.backend == "gpu":
+        from . import device
+
+        device.run_local(program, layouts, edges, rows, cols, out, blocks)
+        return out
     _run_local(program, layouts, edges, rows, cols, out, blocks)
     return out
 
@@ -171,6 +176,11 @@ def run_local_into(token: str, r0: int, c0: int, program: LocalProgram, layouts:
                    cols: int, dtype_str: str, *blocks) -> None:
     """Like :func:`run_local`, writing the block straight into ``TARGETS[token][:, r0:, c0:]``."""
     target = TARGETS[token]
+    if program.backend == "gpu":
+        from . import device
+
+        device.run_local(program, layouts, edges, rows, cols, target[:, r0:r0 + rows, c0:c0 + cols], blocks)
+        return
     _run_local(program, layouts, edges, rows, cols, target[:, r0:r0 + rows, c0:c0 + cols], blocks)
 
 
@@ -251,6 +261,10 @@ def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int,
 
     Returns ``(block, states)``; the states are copied first so a retried task is idempotent.
     """
+    if program.backend == "gpu":
+        from . import device
+
+        return device.run_recursive(program, layouts, rows, cols, dtype_str, prev, blocks)
     dtype = np.dtype(dtype_str)
     owned: list[np.ndarray] = []
     inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]
@@ -272,6 +286,10 @@ def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int,
 
 def run_cross_section(program: BarrierProgram, layouts: tuple, rows: int, cols: int, dtype_str: str, *blocks):
     """Apply cross-sectional operators to a time block spanning every symbol."""
+    if program.backend == "gpu":
+        from . import device
+
+        return device.run_cross_section(program, layouts, rows, cols, dtype_str, blocks)
     dtype = np.dtype(dtype_str)
     owned: list[np.ndarray] = []
     inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]

@@ -234,6 +234,10 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
     for dsk in layers.values():
         dsk_all.update(dsk)
     graph = HighLevelGraph.from_collections(final_name, dsk_all, dependencies=deps)
+    if plan.backend == "gpu":  # GPU tasks run only on workers offering the GPU resource
+        from .device import GPU_RESOURCES
+
+        graph.layers[final_name].annotations = {"resources": dict(GPU_RESOURCES)}
     chunks = ((len(plan.names),), plan.tchunks, plan.schunks)
     return graph, final_name, chunks, keep, origins
 

@@ -11,6 +11,7 @@ array is allocated once and filled block by block:
 """
 from __future__ import annotations
 
+import functools
 import uuid
 
 import numpy as np
@@ -40,9 +41,15 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
     for arr, origins in zip(arrays, origins_list):
         scheduler = get_scheduler(collections=[arr]) or dask.threaded.get
         target = np.empty(arr.shape, arr.dtype)
-        graph = dict(arr.__dask_graph__())
+        hlg = arr.__dask_graph__()
+        graph = dict(hlg)
+        in_process = _in_process(scheduler)
+        resources = _resources(hlg)
+        if resources and getattr(scheduler, "__self__", None) is not None:
+            # the flattened graph loses the layers' annotations (dask/dask#7036): restrict here
+            scheduler = functools.partial(scheduler, resources=resources)
         keys = [k for k in _flat(arr.__dask_keys__())]
-        if origins and _in_process(scheduler):
+        if origins and in_process:
             token = uuid.uuid4().hex
             TARGETS[token] = target
             try:
@@ -61,6 +68,14 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
                 target[idx] = b
         out.append(target)
     return out
+
+
+def _resources(hlg) -> dict | None:
+    """The Dask resources the graph's layers are annotated with (GPU plans), merged."""
+    out: dict = {}
+    for layer in getattr(hlg, "layers", {}).values():
+        out.update((getattr(layer, "annotations", None) or {}).get("resources") or {})
+    return out or None
 
 
 def _flat(keys):
