@@ -281,10 +281,15 @@ def prepare(spec: JobSpec) -> Prepared:
 
     from .compute import _check_backend
 
+    from .device import GPUUnavailableError
+
     factors = load_factors(spec)
     try:
-        _check_backend(spec.backend)
-    except (ValueError, NotImplementedError) as e:
+        if spec.backend == "gpu" and spec.external:
+            pass  # the GPU workers are checked once connected (a remote cluster's client needs no GPU)
+        else:
+            _check_backend(spec.backend)
+    except (ValueError, NotImplementedError, GPUUnavailableError) as e:
         raise JobError(str(e)) from None
     try:
         freq_to_ns(spec.freq)
@@ -483,7 +488,14 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
     chunks = _chunks(spec.chunks)
     from .compute import plan as make_plan
 
-    plan = make_plan(prep.factors, panel, chunks=chunks, backend=spec.backend)
+    try:
+        plan = make_plan(prep.factors, panel, chunks=chunks, backend=spec.backend)
+    except RuntimeError as e:  # backend="gpu" on a cluster without GPU workers: GPUUnavailableError
+        from .device import GPUUnavailableError
+
+        if isinstance(e, GPUUnavailableError):
+            raise JobError(str(e)) from None
+        raise
     starts, h = scan_offsets(plan)
     ranges = _partition_rows(panel.times)
     row_of = {d: a for d, a, _ in ranges}

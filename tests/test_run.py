@@ -171,7 +171,7 @@ def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
         (["--factor", "x=close", "--freq", "7min"], "7min"),
         (["--factor", "x=close", "--symbols", "NOPE"], "NOPE"),
         (["--factor", "x=close", "--tls-ca-file", "ca.pem"], "all three"),
-        (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' is not available"),
+        (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' needs"),
         (["--factors-file", str(tmp_path / "missing.toml")], "does not exist"),
         ([], "no factors"),
     ]
