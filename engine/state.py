@@ -29,6 +29,8 @@ import uuid
 
 import numpy as np
 
+from .manifest import _sha256
+
 __all__ = ["compute_stateful", "history_rows", "scan_offsets", "plan_fingerprint", "save_state", "load_state",
            "StateError"]
 
@@ -212,9 +214,3 @@ def _read_json(path: str):
         return None
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
