@@ -222,16 +222,26 @@ def cs_neutralize(x, group, out):
     ``indneutralize``). ``group`` holds group codes (any numbers; equal codes = one group); a NaN
     code or a NaN ``x`` gives NaN and takes no part in its group's mean. Symbols are ordered by
     code once per row (a sort), then each run of equal codes is demeaned about its first finite
-    value, as ``cs_demean`` does for the whole row."""
+    value, as ``cs_demean`` does for the whole row. Group codes rarely change from one row to the
+    next: the order is sorted again (and allocated) only when a row's codes differ from the
+    previous row's."""
     T, N = x.shape
     codes = np.empty(N)
+    order = np.arange(N)
+    have = False
     for t in range(T):
         xt = x[t]
         gt = group[t]
         o = out[t]
+        same = have
         for j in range(N):
-            codes[j] = np.float64(gt[j])
-        order = np.argsort(codes)          # NaN codes sort last
+            c = np.float64(gt[j])
+            prev = codes[j]
+            same = same and (c == prev or (c != c and prev != prev))
+            codes[j] = c
+        if not same:
+            order = np.argsort(codes)      # NaN codes sort last
+            have = True
         i = 0
         while i < N:
             g = codes[order[i]]
