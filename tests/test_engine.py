@@ -311,3 +311,33 @@ def test_lead_reads_ahead_across_stages_and_chunks():
             assert_close(out.to_numpy(k), want[k], what=f"{k} chunks={chunks}")
     plan = ff.explain(factors, panel, chunks={"time": 10, "symbol": 6})
     assert plan.lookahead == 3 and "ahead" in str(plan)
+
+
+@pytest.mark.parametrize("min_cells", [1, 40, 10_000_000])
+def test_cross_section_row_blocks_do_not_change_results(monkeypatch, min_cells):
+    """Cross-sectional stages run on their own row blocks (``plan.split_rows``, driven by the
+    worker-thread count and ``MIN_BLOCK_CELLS``); any split gives the reference result, also when
+    the row blocks straddle the local stages' time blocks."""
+    import importlib
+
+    plan_mod = importlib.import_module("factorflow.engine.plan")
+    from factorflow.factors import references as R
+    from patterns import assert_close, make_patterned
+
+    monkeypatch.setattr(plan_mod, "MIN_BLOCK_CELLS", min_cells)
+    x = make_patterned(90, 7, seed=8)
+    g = np.random.default_rng(9).integers(0, 3, (90, 7)).astype(float)
+    panel = ff.Panel.from_numpy({"x": x, "g": g})
+    factors = {"a": "cs_rank(ts_mean(x, 3)) - cs_demean(x)", "b": "ts_sum(cs_neutralize(x, g), 4)"}
+    want = {"a": R.cs_rank(R.ts_mean(x, 3)) - R.cs_demean(x), "b": R.ts_sum(R.cs_neutralize(x, g), 4)}
+    split = []
+    for chunks in (None, {"time": 13, "symbol": 7}, {"time": 40, "symbol": 3}, {"time": 90, "symbol": 7}):
+        plan = ff.explain(factors, panel, chunks=chunks)
+        split.append(len(plan.cs_tchunks) > len(plan.tchunks))
+        out = ff.compute(factors, panel, chunks=chunks)
+        for k in factors:
+            assert_close(out.to_numpy(k), want[k], what=f"{k} chunks={chunks} min_cells={min_cells}")
+    if min_cells == 1:
+        assert any(split)  # the finer split is exercised
+    if min_cells == 10_000_000:
+        assert not any(split)  # blocks too small to cut: one cross-section task per time block

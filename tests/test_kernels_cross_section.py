@@ -206,3 +206,21 @@ def test_no_valid_rows_are_nan():
     for fn, args in [(C.cs_rank, ()), (C.cs_demean, ()), (C.cs_zscore, ()), (C.cs_scale, (1.0,))]:
         assert np.isnan(call(fn, x, *args)).all()
         assert np.isnan(call(fn, x.astype(np.float32), *args)).all()
+
+
+def test_cs_neutralize_reuses_and_refreshes_the_group_order():
+    """Constant group codes reuse the previous row's order; a changed code (or NaN) re-sorts."""
+    from factorflow.factors import references as R
+    from factorflow.kernels.cpu.cross_section import cs_neutralize
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((30, 12))
+    g = np.broadcast_to(rng.integers(0, 3, 12).astype(float), (30, 12)).copy()
+    g[10:, 2] = 5.0          # a symbol changes group for good
+    g[20, :4] = np.nan       # one row with missing codes, then back
+    x[15, 6] = np.nan
+    out = np.empty_like(x)
+    cs_neutralize(x, g, out)
+    want = R.cs_neutralize(x, g)
+    assert np.array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-15)
