@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 
 import numpy as np
 import polars as pl
@@ -112,3 +113,22 @@ def make_tls_files(directory) -> dict[str, str]:
     files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return {k: str(v) for k, v in files.items()}
+
+
+def start_process(cmd, log, env=None) -> subprocess.Popen:
+    """Start ``cmd`` (a dask scheduler/worker) in its own session, output to ``log``."""
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def stop_processes(procs) -> None:
+    """Terminate ``procs``, then kill whatever has not exited within 20 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+

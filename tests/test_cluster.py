@@ -4,7 +4,6 @@ Everything listens on 127.0.0.1 only; processes started here are stopped here.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
@@ -14,6 +13,7 @@ import pytest
 import factorflow as ff
 
 from patterns import assert_close, make_patterned
+from run_helpers import start_process, stop_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -72,27 +72,11 @@ def test_two_worker_processes(expected):
         _check(ff.compute(FACTORS, resident), expected, rtol=1e-9)  # the stored grid is adopted
 
 
-def _start(cmd, log):
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def test_real_dask_scheduler_and_workers(tmp_path, expected):
     sched_file = tmp_path / "scheduler.json"
     log = open(tmp_path / "cluster.log", "w")
     dask_cli = [sys.executable, "-m", "dask"]
-    procs = [_start(dask_cli + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+    procs = [start_process(dask_cli + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
                                 "127.0.0.1:0", "--scheduler-file", str(sched_file)], log)]
     try:
         deadline = time.time() + 60
@@ -101,7 +85,7 @@ def test_real_dask_scheduler_and_workers(tmp_path, expected):
             assert time.time() < deadline, "scheduler did not start"
             time.sleep(0.2)
         for _ in range(2):
-            procs.append(_start(dask_cli + ["worker", "--scheduler-file", str(sched_file), "--host", "127.0.0.1",
+            procs.append(start_process(dask_cli + ["worker", "--scheduler-file", str(sched_file), "--host", "127.0.0.1",
                                             "--nthreads", "1", "--dashboard-address", "127.0.0.1:0",
                                             "--memory-limit", "2GiB"], log))
         with ff.cluster.connect(scheduler_file=str(sched_file)) as c:
@@ -113,7 +97,7 @@ def test_real_dask_scheduler_and_workers(tmp_path, expected):
             addrs = list(c.client.scheduler_info()["workers"])
             assert all(a.startswith("tcp://127.0.0.1:") for a in addrs)
     finally:
-        _stop(procs)
+        stop_processes(procs)
         log.close()
 
 

@@ -43,6 +43,7 @@ import math
 
 import numpy as np
 
+from ..cpu.recursive import cumsum_init_state, ewm_init_state  # host arrays: the same state as on the CPU
 from ._jit import BLOCK, cuda, device_array
 
 __all__ = ["ewm_init_state", "ewm_mean", "cumsum_init_state", "cumsum", "segment_rows"]
@@ -52,20 +53,6 @@ TARGET_THREADS = 1 << 18  # threads wanted in phases 1 and 3
 MIN_SEGMENT_ROWS = 32
 WALK_MAX = 1024  # most summaries one thread composes or walks in phase 2
 MAX_SEGMENTS = WALK_MAX * WALK_MAX  # phase 2 has two levels at most
-
-
-def ewm_init_state(n: int) -> np.ndarray:
-    """Fresh ewm state for ``n`` symbols (host array): rows ``[avg=NaN, old_wt=NaN, nobs=0]``."""
-    state = np.empty((3, n), dtype=np.float64)
-    state[0] = np.nan
-    state[1] = np.nan
-    state[2] = 0.0
-    return state
-
-
-def cumsum_init_state(n: int) -> np.ndarray:
-    """Fresh cumsum state for ``n`` symbols (host array): running sum ``-0.0``."""
-    return np.full((1, n), -0.0, dtype=np.float64)
 
 
 def segment_rows(rows: int, cols: int) -> int:

@@ -3,7 +3,6 @@ and GPU task placement on a real ``dask scheduler`` with one GPU and one CPU-onl
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
@@ -13,6 +12,7 @@ from factorflow.engine.device import GPUUnavailableError
 from patterns import assert_close, make_patterned
 
 import factorflow as ff
+from run_helpers import start_process, stop_processes
 
 CLOSE = make_patterned(64, 9, seed=11, positive=True)
 VOLUME = make_patterned(64, 9, seed=12, positive=True) * 1000
@@ -83,22 +83,6 @@ def test_cluster_without_gpu_worker():
             ff.compute({"m": "ts_mean(close, 5)"}, PANEL, backend="gpu")
 
 
-def _start(cmd, log, env):
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-
-
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 @pytest.mark.cluster
 def test_gpu_tasks_run_only_on_gpu_worker(tmp_path):
     """A real scheduler, one worker with ``--resources GPU=1`` and one without: every task of a
@@ -109,7 +93,7 @@ def test_gpu_tasks_run_only_on_gpu_worker(tmp_path):
     sched_file = tmp_path / "scheduler.json"
     log = open(tmp_path / "cluster.log", "w")
     dask_cli = [sys.executable, "-m", "dask"]
-    procs = [_start(dask_cli + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+    procs = [start_process(dask_cli + ["scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
                                 "127.0.0.1:0", "--scheduler-file", str(sched_file)], log, env)]
     try:
         deadline = time.time() + 60
@@ -119,8 +103,8 @@ def test_gpu_tasks_run_only_on_gpu_worker(tmp_path):
             time.sleep(0.2)
         common = ["worker", "--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--nthreads", "2",
                   "--dashboard-address", "127.0.0.1:0", "--memory-limit", "2GiB"]
-        procs.append(_start(dask_cli + common + ["--resources", "GPU=1", "--name", "gpu-worker"], log, env))
-        procs.append(_start(dask_cli + common + ["--name", "cpu-worker"], log, env))
+        procs.append(start_process(dask_cli + common + ["--resources", "GPU=1", "--name", "gpu-worker"], log, env))
+        procs.append(start_process(dask_cli + common + ["--name", "cpu-worker"], log, env))
         with ff.cluster.connect(scheduler_file=str(sched_file)) as c:
             c.client.wait_for_workers(2, timeout=90)
             names = {a: w["name"] for a, w in c.client.scheduler_info(n_workers=-1)["workers"].items()}
@@ -140,7 +124,7 @@ def test_gpu_tasks_run_only_on_gpu_worker(tmp_path):
             n_gpu_tasks = sum("ff-" in str(t["key"]) for t in ts_gpu.data)
             assert n_gpu_tasks == got.plan.n_tasks  # every stage task was seen
     finally:
-        _stop(procs)
+        stop_processes(procs)
         log.close()
 
 
