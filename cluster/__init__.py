@@ -62,6 +62,14 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def n_workers(self) -> "int | str":
+        """Workers connected to the scheduler now (``"?"`` if the scheduler cannot be asked)."""
+        try:
+            return len(self.client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            return "?"
+
     def _repr_html_(self) -> str:
         from .display import cluster_html
 
@@ -69,11 +77,7 @@ class Cluster:
 
     def __repr__(self) -> str:
         kind = "local" if self.cluster is not None else "connected"
-        try:
-            workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
-        except Exception:
-            workers = "?"
-        return (f"<factorflow Cluster ({kind}) scheduler={self.scheduler_address} workers={workers} "
+        return (f"<factorflow Cluster ({kind}) scheduler={self.scheduler_address} workers={self.n_workers} "
                 f"threads={self.nthreads} dashboard={self.dashboard_link}>")
 
 

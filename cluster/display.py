@@ -26,12 +26,8 @@ def cluster_html(cluster) -> str:
     link = cluster.dashboard_link
     dash = (f"<a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "(disabled)")
     kind = "embedded local cluster" if cluster.cluster is not None else "connected cluster"
-    try:
-        workers = len(cluster.client.scheduler_info(n_workers=-1)["workers"])
-    except Exception:
-        workers = "?"
     return (f"<div style='font-size:12px'><b>factorflow {kind}</b>: scheduler "
-            f"<code>{html.escape(str(cluster.scheduler_address))}</code>, {workers} workers, "
+            f"<code>{html.escape(str(cluster.scheduler_address))}</code>, {cluster.n_workers} workers, "
             f"{cluster.nthreads} threads; dashboard {dash}</div>")
 
 

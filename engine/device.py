@@ -30,6 +30,8 @@ import threading
 
 import numpy as np
 
+from .execute import _Arena
+
 __all__ = ["GPUUnavailableError", "GPU_RESOURCES", "check_gpu", "check_environment", "check_plan", "check_workers",
            "run_local", "run_recursive", "run_cross_section", "gpu_status"]
 
@@ -155,33 +157,15 @@ def check_workers(client) -> None:
 _PINNED_LIMIT = 256 << 20  # bytes of pinned staging kept per thread
 
 
-class _Pinned(threading.local):
-    def __init__(self):
-        self.free: dict[tuple, list] = {}
-        self.bytes = 0
-
-
-_pinned = _Pinned()
-
-
-def _take_pinned(shape, dtype):
+def _pinned_alloc(shape, dtype):
     from numba import cuda
 
-    key = (tuple(shape), np.dtype(dtype).str)
-    stack = _pinned.free.get(key)
-    if stack:
-        a = stack.pop()
-        _pinned.bytes -= a.nbytes
-        return a
     return cuda.pinned_array(shape, dtype=dtype)
 
 
-def _give_pinned(a) -> None:
-    if _pinned.bytes + a.nbytes > _PINNED_LIMIT:
-        _pinned.free.clear()
-        _pinned.bytes = 0
-    _pinned.free.setdefault((a.shape, a.dtype.str), []).append(a)
-    _pinned.bytes += a.nbytes
+_pinned = _Arena(_pinned_alloc, _PINNED_LIMIT)
+_take_pinned = _pinned.take
+_give_pinned = _pinned.give
 
 
 def to_device(a: np.ndarray):

@@ -37,7 +37,14 @@ ARENA_LIMIT_BYTES = 1 << 30  # per thread; beyond this, buffers are dropped inst
 
 
 class _Arena(threading.local):
-    def __init__(self):
+    """Per-thread pool of buffers by (shape, dtype): ``take`` pops one or allocates with
+    ``alloc``; ``give`` returns one, and when the pool would hold more than ``limit`` bytes it is
+    emptied (the buffers are left to the garbage collector). Also the GPU backend's pool of
+    pinned host staging buffers (``engine/device.py``)."""
+
+    def __init__(self, alloc=np.empty, limit: int = ARENA_LIMIT_BYTES):
+        self.alloc = alloc
+        self.limit = limit
         self.free: dict[tuple, list[np.ndarray]] = {}
         self.bytes = 0
 
@@ -48,11 +55,10 @@ class _Arena(threading.local):
             a = stack.pop()
             self.bytes -= a.nbytes
             return a
-        return np.empty(shape, dtype)
+        return self.alloc(shape, dtype)
 
     def give(self, a: np.ndarray) -> None:
-        if self.bytes + a.nbytes > ARENA_LIMIT_BYTES:
-            # keep the arena bounded: drop the largest-shape stacks first
+        if self.bytes + a.nbytes > self.limit:
             self.free.clear()
             self.bytes = 0
         self.free.setdefault((a.shape, a.dtype.str), []).append(a)
