@@ -91,17 +91,32 @@ except ImportError:  # pragma: no cover - distributed is a dependency
 
 
 class WarmKernels(WorkerPlugin):
-    """A worker plugin running :func:`warm_kernels` on every worker (off the event loop)."""
+    """A worker plugin running :func:`warm_kernels` on every worker (off the event loop).
+
+    In a worker that is a process of its own (a nanny's child, ``ff.cluster.local(processes=True)``)
+    it first applies :func:`factorflow.engine.memory.configure_worker_process` (malloc's mmap
+    threshold, Polars threads); a worker living in the client's process (threads) is left alone.
+    """
 
     name = "factorflow-warm-kernels"
 
+    def __init__(self, own_process: bool | None = None):
+        self.own_process = own_process
+
     async def setup(self, worker):
         import asyncio
+        import multiprocessing
 
+        own = self.own_process if self.own_process is not None else multiprocessing.parent_process() is not None
+        applied = {}
+        if own:
+            from ..engine.memory import configure_worker_process
+
+            applied = configure_worker_process(worker.state.nthreads)
         info = await asyncio.get_running_loop().run_in_executor(None, warm_kernels)
-        worker.log_event("factorflow", {"action": "warm-kernels", **info})
+        worker.log_event("factorflow", {"action": "warm-kernels", **info, **applied})
 
 
 async def dask_setup(worker):
-    """Entry point of ``dask worker --preload factorflow.cluster.preload``."""
-    await WarmKernels().setup(worker)
+    """Entry point of ``dask worker --preload factorflow.cluster.preload`` (a worker process)."""
+    await WarmKernels(own_process=True).setup(worker)

@@ -1,10 +1,14 @@
-"""Putting NumPy data where the computation runs.
+"""Putting data and tasks where the computation runs.
 
 With a distributed client, a NumPy-backed field is split into the plan's blocks and scattered
 to the workers once (``hash=False``: no token of the data is computed). In-process workers
 (``ff.cluster.local()``, threads) receive references, not copies; worker processes receive each
 block once. Scattered blocks are cached per (array, grid, client) so repeated ``compute`` calls on
 the same panel do not ship it again.
+
+A batch job's graph is pinned loosely to workers (:func:`pin_to_workers`): each worker gets a
+contiguous run of output partitions and the tasks that feed them, so that bars, stage blocks and
+commits of one date range stay in one process instead of crossing between workers.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["scatter_blocks", "persist_groups"]
+__all__ = ["scatter_blocks", "persist_groups", "pin_to_workers"]
 
 _cache_lock = threading.Lock()
 # id(base array) -> (weakref to it, {(grid, data pointer, shape): (name, futures)}). NumPy arrays are
@@ -115,3 +119,74 @@ def persist_groups(groups, shape):
                        meta=np.empty((0, 0, 0), data.dtype))
         out.append(_Group(g.names, arr))
     return out
+
+
+def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | None = None):
+    """A HighLevelGraph of ``dsk`` whose tasks each prefer one worker (loose restrictions).
+
+    ``sinks`` (output partitions in time order) are dealt to ``workers`` (``{address: nthreads}``)
+    in contiguous runs, in proportion to their threads; every other task follows the worker that
+    most of its dependents went to (ties: the earlier worker), so each worker computes the bars,
+    stage blocks and commits of its own date range and only halos and scan carries cross between
+    workers; the tasks such a crossing waits for, and their ancestors on the same worker, get
+    priority 1 (run before the worker's other tasks). The restrictions are loose (``allow_other_workers``): a task whose worker died, or
+    that work stealing moves to an idle worker, runs elsewhere. Tasks no sink depends on (the
+    saved state) are not pinned. ``annotations`` are added to every layer (e.g. GPU resources,
+    which a flattened graph would lose). Returns None for fewer than two workers or sinks.
+
+    Examples
+    --------
+    >>> from operator import add
+    >>> dsk = {"a": 1, "b": 2, "x": (add, "a", 1), "y": (add, "b", 1)}
+    >>> hlg = pin_to_workers(dsk, ["x", "y"], {"tcp://w1": 1, "tcp://w2": 1})
+    >>> sorted((name, sorted(layer), (layer.annotations or {}).get("workers"))
+    ...        for name, layer in hlg.layers.items())  # doctest: +NORMALIZE_WHITESPACE
+    [('ff-pin-0', ['a', 'x'], ['tcp://w1']), ('ff-pin-1', ['b', 'y'], ['tcp://w2'])]
+    """
+    from dask.core import get_dependencies, reverse_dict, toposort
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    addresses = sorted(workers)
+    if len(addresses) < 2 or len(sinks) < 2:
+        return None
+    # contiguous runs of sinks, sized by thread share
+    threads = np.array([max(int(workers[a]), 1) for a in addresses], dtype=float)
+    bounds = np.cumsum(threads) / threads.sum() * len(sinks)
+    owner: dict = {}
+    for k, key in enumerate(sinks):
+        owner[key] = int(np.searchsorted(bounds, k + 0.5))
+    deps = {k: get_dependencies(dsk, k) for k in dsk}
+    dependents = reverse_dict(deps)
+    for key in reversed(toposort(dsk, dependencies=deps)):
+        if key in owner:
+            continue
+        votes = np.zeros(len(addresses), dtype=np.int64)
+        for d in dependents.get(key, ()):
+            w = owner.get(d)
+            if w is not None:
+                votes[w] += 1
+        if votes.any():
+            owner[key] = int(np.argmax(votes))  # argmax: the first (earlier) worker on ties
+    # what another worker waits for (scan carries, halos) runs first on its own worker, with all
+    # its ancestors there: otherwise the other worker idles until this one gets round to it
+    urgent: set = set()
+    stack = [k for k, w in owner.items() if any(owner.get(d, w) != w for d in dependents.get(k, ()))]
+    while stack:
+        k = stack.pop()
+        if k in urgent:
+            continue
+        urgent.add(k)
+        stack.extend(d for d in deps[k] if owner.get(d) == owner[k])
+    layers, extra = {}, dict(annotations or {})
+    for w, address in enumerate(addresses):
+        for flag in (True, False):
+            tasks = {k: dsk[k] for k, o in owner.items() if o == w and (k in urgent) == flag}
+            if tasks:
+                ann = {**extra, "workers": [address], "allow_other_workers": True}
+                if flag:
+                    ann["priority"] = 1
+                layers[f"ff-pin-{w}" + ("-first" if flag else "")] = MaterializedLayer(tasks, annotations=ann)
+    rest = {k: v for k, v in dsk.items() if k not in owner}
+    if rest:
+        layers["ff-pin-free"] = MaterializedLayer(rest, annotations=extra or None)
+    return HighLevelGraph(layers, {name: set() for name in layers})

@@ -8,6 +8,7 @@ engine/manifest.py), and the test polls for committed manifests instead of sleep
 from __future__ import annotations
 
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from factorflow.engine.manifest import read_manifest
+from factorflow.engine.memory import MMAP_THRESHOLD
 
 from run_helpers import (
     FREQ,
@@ -187,6 +189,9 @@ def test_run_on_scheduler_and_two_workers(ticks, expected, clusters, procs, tmp_
     # the kernels were warmed on both workers at start (preload), and again by the run's plugin
     events = c.client.get_events("factorflow")
     assert len(events) >= 2 and all(e[1]["operators"] > 20 for e in events)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        # worker processes raised malloc's mmap threshold (engine/memory.py)
+        assert sum(e[1].get("mmap_threshold") == MMAP_THRESHOLD for e in events) >= 2, events
     # rerun: everything committed, nothing computed
     p = procs(["--ticks", ticks, "--out", str(out), "--scheduler-address", c.client.scheduler.address,
                *factor_flags()])
