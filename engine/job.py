@@ -550,29 +550,33 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
          + f"; {len(skipped)} partitions already committed, {len(to_write)} to compute")
     echo(f"plan: {len(plan.stages)} stages, {plan.n_tasks} tasks, grid {plan.grid[0]} x {plan.grid[1]} blocks, "
          f"lookback {h} rows")
-    # The graph is written by hand: one commit task per partition, reading the partition's rows of
-    # the final-stage blocks it overlaps through small slice tasks. (Passing `arr[:, a:b]` to
-    # dask.delayed would optimise each slice's graph on its own: fused, renamed copies of the shared
-    # blocks, computed once per partition.) A slice task runs where its block is (its only input);
-    # a commit that the scheduler places on another worker then pulls the partition's rows, not
-    # the whole block (measured: 4 of 20 commits moved, ~110 MB each, on a 2-worker run).
+    # The graph is written by hand: one commit task per partition reading the final-stage blocks
+    # it overlaps. (Passing `arr[:, a:b]` to dask.delayed would optimise each slice's graph on its
+    # own: fused, renamed copies of the shared blocks, computed once per partition.) Commits are
+    # pinned with their blocks (pin_to_workers below), so a block does not travel to be written;
+    # a partition straddling two blocks reads them through row-slice tasks that run next to each
+    # block, so only its rows travel when the blocks sit on different workers.
     token = dask.base.tokenize(spec.out, names, prep.out_dates, time.time())
     dsk = dict(arr.__dask_graph__())
     if state is not None:
         dsk.update(state.__dask_graph__())
     toff = np.concatenate([[0], np.cumsum(arr.chunks[1])])
-    commits = []
+    commits, slices = [], []
     for i, (_, a, b, directory, manifest) in enumerate(to_write):
         i0 = int(np.searchsorted(toff, a, side="right")) - 1
         i1 = int(np.searchsorted(toff, b, side="left"))
         pieces = []
         for bi in range(i0, i1):
-            lo, hi = max(a, toff[bi]) - toff[bi], min(b, toff[bi + 1]) - toff[bi]
+            lo, hi = int(max(a, toff[bi]) - toff[bi]), int(min(b, toff[bi + 1]) - toff[bi])
             band = []
             for bj in range(len(arr.chunks[2])):
+                if i1 - i0 == 1:
+                    band.append([(arr.name, 0, bi, bj), lo, hi])
+                    continue
                 skey = f"ff-rows-{token}-{i}-{bi}-{bj}"
-                dsk[skey] = (_rows, (arr.name, 0, bi, bj), int(lo), int(hi))
-                band.append(skey)
+                dsk[skey] = (_rows, (arr.name, 0, bi, bj), lo, hi)
+                slices.append(skey)
+                band.append([skey, 0, hi - lo])
             pieces.append(band)
         key = f"ff-commit-{token}-{i}"
         dsk[key] = (_commit_blocks, directory, panel.times[a:b], symbols, names, spec.compression, manifest,
@@ -604,7 +608,8 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
             resources = _resources(arr.__dask_graph__())  # GPU plans: the flat graph lost them
             dsk, _ = cull(dsk, todo)  # only what the missing partitions (and the state) need
             workers = {a: w.get("nthreads", 1) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
-            pinned = pin_to_workers(dsk, commits, workers, {"resources": resources} if resources else None)
+            pinned = pin_to_workers(dsk, commits, workers, {"resources": resources} if resources else None,
+                                    free=slices)
             futures = client.get(pinned if pinned is not None else dsk, todo, sync=False, resources=resources)
             bar = _Progress(futures, echo, len(commits)) if progress else None
             try:
@@ -633,12 +638,14 @@ def _rows(block, lo: int, hi: int):
 
 
 def _commit_blocks(directory, times, symbols, names, compression, manifest, pieces):
-    """Commit one partition from its rows of the final-stage blocks, ``pieces[time][symbol]``."""
+    """Commit one partition from ``pieces[time][symbol] = [array, lo, hi]``: rows ``lo .. hi`` of
+    each final-stage block (or row slice) it overlaps."""
     from .manifest import commit_partition
 
     parts = []
     for band in pieces:
-        parts.append(band[0] if len(band) == 1 else np.concatenate(band, axis=2))
+        cut = [x[:, lo:hi] for x, lo, hi in band]
+        parts.append(cut[0] if len(cut) == 1 else np.concatenate(cut, axis=2))
     values = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return commit_partition(directory, times, symbols, names, compression, manifest, values)
 

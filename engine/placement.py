@@ -121,17 +121,19 @@ def persist_groups(groups, shape):
     return out
 
 
-def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | None = None):
+def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | None = None, free=()):
     """A HighLevelGraph of ``dsk`` whose tasks each prefer one worker (loose restrictions).
 
     ``sinks`` (output partitions in time order) are dealt to ``workers`` (``{address: nthreads}``)
-    in contiguous runs, in proportion to their threads; every other task follows the worker that
-    most of its dependents went to (ties: the earlier worker), so each worker computes the bars,
-    stage blocks and commits of its own date range and only halos and scan carries cross between
-    workers; the tasks such a crossing waits for, and their ancestors on the same worker, get
+    in contiguous runs, in proportion to their threads; every other task goes to the worker most
+    of its dependents went to (ties: the earlier worker: a halo or a scan carry read by the next
+    block belongs to the block it comes from), so each worker computes the bars, stage blocks and commits of its own date range
+    and only halos and scan carries cross between workers; the tasks such a crossing waits for, and their ancestors on the same worker, get
     priority 1 (run before the worker's other tasks). The restrictions are loose (``allow_other_workers``): a task whose worker died, or
     that work stealing moves to an idle worker, runs elsewhere. Tasks no sink depends on (the
-    saved state) are not pinned. ``annotations`` are added to every layer (e.g. GPU resources,
+    saved state) are not pinned, nor are the keys in ``free`` (they run where the scheduler
+    puts them: next to their inputs; e.g. the row slices a partition straddling two blocks
+    reads). ``annotations`` are added to every layer (e.g. GPU resources,
     which a flattened graph would lose). Returns None for fewer than two workers or sinks.
 
     Examples
@@ -157,8 +159,9 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
         owner[key] = int(np.searchsorted(bounds, k + 0.5))
     deps = {k: get_dependencies(dsk, k) for k in dsk}
     dependents = reverse_dict(deps)
+    free = set(free)
     for key in reversed(toposort(dsk, dependencies=deps)):
-        if key in owner:
+        if key in owner or key in free:
             continue
         votes = np.zeros(len(addresses), dtype=np.int64)
         for d in dependents.get(key, ()):
@@ -166,7 +169,7 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
             if w is not None:
                 votes[w] += 1
         if votes.any():
-            owner[key] = int(np.argmax(votes))  # argmax: the first (earlier) worker on ties
+            owner[key] = int(np.argmax(votes))  # argmax: the earlier worker on ties
     # what another worker waits for (scan carries, halos) runs first on its own worker, with all
     # its ancestors there: otherwise the other worker idles until this one gets round to it
     urgent: set = set()

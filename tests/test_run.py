@@ -288,3 +288,17 @@ def test_incremental_with_an_explicit_universe(ticks, tmp_path):
     got, want = read_output(inc)[dates[-1]], read_output(full)[dates[-1]]
     assert got["symbol"].to_list()[:7] == syms
     assert_frames_close(got, want, rtol=1e-9, what="explicit universe")
+
+
+def test_partitions_straddling_blocks_and_symbol_blocks(ticks, full_run, tmp_path, capsys):
+    """Chunks that cut days in the middle and split symbols: commits assemble a partition from
+    row slices of two time blocks and several symbol blocks (engine/job.py), same files."""
+    out = tmp_path / "out"
+    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, "--chunks", "37,3", *factor_flags()]) == 0
+    text = capsys.readouterr().out
+    grid = re.search(r"grid (\d+) x (\d+) blocks", text)
+    assert grid and int(grid.group(1)) > 2 and int(grid.group(2)) > 1, text  # time and symbol blocks
+    got, want = read_output(out), read_output(full_run)
+    assert sorted(got) == sorted(want)
+    for d in want:
+        assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
