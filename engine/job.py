@@ -769,9 +769,9 @@ class _Progress:
                 # Dask may fuse linear chains into one key named after all of them: the most
                 # downstream stage named in the key labels it
                 name = key[0] if isinstance(key, tuple) else str(key)
-                for word, label in (("commit", "commit"), ("rows", "commit"), ("state", "state"), ("cross-section", "cross-section"),
-                                    ("cross", "cross-section"), ("recursive", "scan"), ("local", "local"),
-                                    ("bars", "bars")):
+                for word, label in (("commit", "commit"), ("rows", "commit"), ("state", "state"),
+                                    ("cross-section", "cross-section"), ("cross", "cross-section"),
+                                    ("recursive", "scan"), ("local", "local"), ("bars", "bars")):
                     if word in name:
                         return label
                 return "other"

@@ -100,9 +100,12 @@ def configure_worker_process(nthreads: int) -> dict:
 
     Examples
     --------
+    In a fresh worker process (process-wide settings, so not run by the doctests; see
+    tests/test_placement.py, which runs it in a subprocess):
+
     >>> from factorflow.engine.memory import configure_worker_process
-    >>> sorted(configure_worker_process(1))
-    ['mmap_threshold', 'polars_threads']
+    >>> configure_worker_process(4)  # doctest: +SKIP
+    {'mmap_threshold': 33554432, 'polars_threads': 4}
     """
     import sys
 

@@ -127,14 +127,17 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
     ``sinks`` (output partitions in time order) are dealt to ``workers`` (``{address: nthreads}``)
     in contiguous runs, in proportion to their threads; every other task goes to the worker most
     of its dependents went to (ties: the earlier worker: a halo or a scan carry read by the next
-    block belongs to the block it comes from), so each worker computes the bars, stage blocks and commits of its own date range
-    and only halos and scan carries cross between workers; the tasks such a crossing waits for, and their ancestors on the same worker, get
-    priority 1 (run before the worker's other tasks). The restrictions are loose (``allow_other_workers``): a task whose worker died, or
-    that work stealing moves to an idle worker, runs elsewhere. Tasks no sink depends on (the
-    saved state) are not pinned, nor are the keys in ``free`` (they run where the scheduler
-    puts them: next to their inputs; e.g. the row slices a partition straddling two blocks
-    reads). ``annotations`` are added to every layer (e.g. GPU resources,
-    which a flattened graph would lose). Returns None for fewer than two workers or sinks.
+    block belongs to the block it comes from). So each worker computes the bars, stage blocks and
+    commits of its own date range, and only halos and scan carries cross between workers; the
+    tasks such a crossing waits for, and their ancestors on the same worker, get priority 1 (they
+    run before the worker's other tasks, so the other worker does not idle).
+
+    The restrictions are loose (``allow_other_workers``): a task whose worker died, or that work
+    stealing moves to an idle worker, runs elsewhere. Tasks no sink depends on (the saved state)
+    are not pinned, nor are the keys in ``free``: they run where the scheduler puts them, next to
+    their inputs (e.g. the row slices a partition straddling two blocks reads). ``annotations``
+    are added to every layer (e.g. GPU resources, which a flattened graph would lose). Returns
+    None for fewer than two workers or sinks.
 
     Examples
     --------
