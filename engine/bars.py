@@ -420,14 +420,12 @@ def _estimate_ticks_per_day(store, dates) -> int:
 
 def _worker_threads() -> int:
     """Threads that will run the tasks: the active client's, else Dask's local pool's."""
-    try:
-        from distributed import default_client
+    from .graph import _active_client
 
-        n = sum(default_client().nthreads().values())
-        if n:
-            return n
-    except Exception:
-        pass
+    client = _active_client()
+    n = sum(client.nthreads().values()) if client is not None else 0
+    if n:
+        return n
     import os
 
     import dask

@@ -89,12 +89,20 @@ class Source:
 
 
 def _active_client():
-    try:
-        from distributed import default_client
+    """The distributed ``Client`` Dask would run a graph on now, else None.
 
-        return default_client()
-    except Exception:
+    Dask decides (``dask.base.get_scheduler``): the default client, unless
+    ``dask.config.set(scheduler="sync" | "threads" | ...)`` names another scheduler -- then
+    fields are not scattered to a cluster that will not run the graph (the kernel warm-up runs
+    synchronously inside a worker of an in-process cluster whose client is the default).
+    """
+    try:
+        from dask.base import get_scheduler
+        from distributed import Client
+    except ImportError:
         return None
+    client = getattr(get_scheduler(), "__self__", None)
+    return client if isinstance(client, Client) else None
 
 
 def field_sources(panel, plan: Plan, layers: dict, deps: list, keep: list) -> dict[str, Source]:

@@ -451,13 +451,12 @@ def normalize_chunks(chunks, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def default_nthreads() -> int:
-    try:
-        from distributed import default_client
+    """Threads of the active distributed client (``engine.graph._active_client``), else the cores."""
+    from .graph import _active_client
 
-        client = default_client()
-        return max(1, sum(client.nthreads().values()))
-    except Exception:
-        return os.cpu_count() or 1
+    client = _active_client()
+    n = sum(client.nthreads().values()) if client is not None else 0
+    return max(1, n) if n else (os.cpu_count() or 1)
 
 
 def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: int = 8):

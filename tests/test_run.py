@@ -290,12 +290,33 @@ def test_incremental_with_an_explicit_universe(ticks, tmp_path):
     assert_frames_close(got, want, rtol=1e-9, what="explicit universe")
 
 
-def test_partitions_straddling_blocks_and_symbol_blocks(ticks, full_run, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_partitions_straddling_blocks_and_symbol_blocks(ticks, full_run, tmp_path, capsys, workers):
     """Chunks that cut days in the middle and split symbols: commits assemble a partition from
-    row slices of two time blocks and several symbol blocks (engine/job.py), same files."""
+    row slices of two time blocks and several symbol blocks (engine/job.py), same files on the
+    embedded cluster and on two workers, where the graph is pinned (engine/placement.py) and a
+    partition straddling the two workers' date ranges reads rows from both."""
     out = tmp_path / "out"
-    assert main(["run", "--ticks", ticks, "--out", str(out), *COMMON, "--chunks", "37,3", *factor_flags()]) == 0
-    text = capsys.readouterr().out
+    args = ["run", "--ticks", ticks, "--out", str(out), *COMMON, "--chunks", "37,3", *factor_flags()]
+    if workers == 1:
+        assert main(args) == 0
+        text = capsys.readouterr().out
+    else:
+        from distributed import Client, LocalCluster, get_task_stream
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                          dashboard_address=None) as lc, Client(lc) as client:
+            with get_task_stream(client=client) as stream:
+                assert main(args + ["--scheduler-address", lc.scheduler_address]) == 0
+            text = capsys.readouterr().out
+            commits = [t for t in stream.data if "ff-commit-" in str(t["key"])]
+            # the dates were dealt to both workers in two runs of consecutive dates
+            by_worker = {}
+            for t in commits:
+                by_worker.setdefault(t["worker"], []).append(int(str(t["key"]).rsplit("-", 1)[1]))
+            assert len(by_worker) == 2, by_worker
+            runs = sorted(sorted(v) for v in by_worker.values())
+            assert runs[0][-1] < runs[1][0], runs
     grid = re.search(r"grid (\d+) x (\d+) blocks", text)
     assert grid and int(grid.group(1)) > 2 and int(grid.group(2)) > 1, text  # time and symbol blocks
     got, want = read_output(out), read_output(full_run)
