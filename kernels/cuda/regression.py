@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from ._jit import cuda, launch2d
+from .rolling import window_anchor
 
 __all__ = ["ts_slope", "ts_rsquare", "ts_resid"]
 
@@ -27,18 +28,7 @@ def _ols_kernel(x, window, mp, what, out):
     if t >= out.shape[0] or j >= out.shape[1]:
         return
     start = max(0, t - window + 1)
-    n = 0
-    bad = False
-    k = _NAN
-    for r in range(t, start - 1, -1):
-        v = float(x[r, j])
-        if v != v:
-            continue
-        n += 1
-        if v - v != 0.0:
-            bad = True
-        elif k != k:
-            k = v
+    n, bad, k = window_anchor(x, j, start, t)
     cur = float(x[t, j])
     if n < mp or n < 2 or bad or (what == 2 and cur != cur):
         out[t, j] = _NAN

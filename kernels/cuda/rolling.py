@@ -38,6 +38,26 @@ def _finite(v):
     return v - v == 0.0
 
 
+@device
+def window_anchor(x, j, start, t):
+    """``(n, bad, k)`` of column ``j``, rows ``start .. t``: the valid (non-NaN) count, whether an
+    ±inf is among them, and the newest finite value (NaN if none): the anchor the two-pass
+    moments and regressions subtract, so a constant window gives exact results."""
+    n = 0
+    bad = False
+    k = _NAN
+    for r in range(t, start - 1, -1):  # newest first
+        v = float(x[r, j])
+        if v != v:
+            continue
+        n += 1
+        if v - v != 0.0:
+            bad = True
+        elif k != k:
+            k = v
+    return n, bad, k
+
+
 @cuda.jit
 def _sum_kernel(x, window, mp, mean, out):
     j, t = cuda.grid(2)
@@ -98,18 +118,7 @@ def _var_kernel(x, window, mp, take_sqrt, out):
     if t >= out.shape[0] or j >= out.shape[1]:
         return
     start = max(0, t - window + 1)
-    n = 0
-    bad = False
-    k = _NAN
-    for r in range(t, start - 1, -1):  # newest first: the anchor is the newest finite value
-        v = float(x[r, j])
-        if v != v:
-            continue
-        n += 1
-        if v - v != 0.0:
-            bad = True
-        elif k != k:
-            k = v
+    n, bad, k = window_anchor(x, j, start, t)
     if n < mp or n < 2 or bad:
         out[t, j] = _NAN
         return
@@ -394,18 +403,7 @@ def _moment_kernel(x, window, mp, op, out):
     if t >= out.shape[0] or j >= out.shape[1]:
         return
     start = max(0, t - window + 1)
-    n = 0
-    bad = False
-    k = _NAN
-    for r in range(t, start - 1, -1):
-        v = float(x[r, j])
-        if v != v:
-            continue
-        n += 1
-        if v - v != 0.0:
-            bad = True
-        elif k != k:
-            k = v
+    n, bad, k = window_anchor(x, j, start, t)
     need = 3 if op == 0 else (4 if op == 1 else 1)
     if n < mp or n < need or bad:
         out[t, j] = _NAN
