@@ -58,7 +58,9 @@ class _FileLock:
 def warm_kernels() -> dict:
     """Run every operator of the registry once on a tiny panel, in this process (float64).
 
-    Returns ``{"operators": n, "seconds": s}``. Runs under the per-host lock.
+    Returns ``{"operators": n, "seconds": s, "lock_wait_seconds": w, "held": [t0, t1]}``: the whole
+    call, the wait for the per-host lock, and when this process held it (``time.time()``), so that
+    a cluster's warm-up events show the compiles were serialised (tests/test_run_cluster.py).
 
     Examples
     --------
@@ -79,9 +81,14 @@ def warm_kernels() -> dict:
     fields = sorted({f for fm in formulas.values() for f in fm.fields})
     rng = np.random.default_rng(0)
     panel = Panel.from_numpy({f: 1 + rng.random((64, 8)) for f in fields})
+    t_wait = time.perf_counter()
     with _FileLock(_lock_path()), dask.config.set(scheduler="sync"):
+        held = [time.time()]
+        waited = time.perf_counter() - t_wait
         compute(formulas, panel).to_numpy()
-    return {"operators": len(formulas), "seconds": time.perf_counter() - t0}
+        held.append(time.time())
+    return {"operators": len(formulas), "seconds": time.perf_counter() - t0, "lock_wait_seconds": waited,
+            "held": held}
 
 
 try:
@@ -114,7 +121,30 @@ class WarmKernels(WorkerPlugin):
 
             applied = configure_worker_process(worker.state.nthreads)
         info = await asyncio.get_running_loop().run_in_executor(None, warm_kernels)
-        worker.log_event("factorflow", {"action": "warm-kernels", **info, **applied})
+        event = {"action": "warm-kernels", **info, **applied}
+        if _registered(worker):
+            worker.log_event("factorflow", event)
+        else:  # a preload runs before the worker registers: an event logged now would sit unsent
+            asyncio.ensure_future(_log_when_registered(worker, event))
+
+
+def _registered(worker) -> bool:
+    from distributed.core import Status
+
+    return worker.status in (Status.running, Status.paused)
+
+
+async def _log_when_registered(worker, event: dict, timeout: float = 600.0) -> None:
+    import asyncio
+
+    from distributed.core import Status
+
+    t0 = time.monotonic()
+    while not _registered(worker):
+        if worker.status in (Status.closing, Status.closed, Status.failed) or time.monotonic() - t0 > timeout:
+            return
+        await asyncio.sleep(0.05)
+    worker.log_event("factorflow", event)
 
 
 async def dask_setup(worker):

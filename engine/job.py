@@ -713,9 +713,24 @@ def _classify(e: BaseException, client, to_write, result) -> BaseException:
     where = _describe_key(getattr(e, "task", None) or getattr(e, "key", None), to_write, result)
     if isinstance(e, (KilledWorker, MemoryError)):
         return ComputeError(f"{type(e).__name__} while computing {where}: a worker died or ran out of memory. "
-                            "Hint: use smaller chunks (--chunks TIME,SYMBOL, e.g. --chunks 390,100), fewer "
-                            "factors per run, or more memory per worker (dask worker --memory-limit)")
+                            f"Hint: use smaller chunks ({_smaller_chunks(result)}), fewer factors per run, or "
+                            "more memory per worker (dask worker --memory-limit)")
     return ComputeError(f"a task failed while computing {where}: {type(e).__name__}: {e}")
+
+
+def _smaller_chunks(result) -> str:
+    """The run's block grid and one with blocks a quarter the size, as ``--chunks`` text."""
+    try:
+        _, tchunks, schunks = result._groups[0].data.chunks
+        rows, cols = max(tchunks), max(schunks)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return "--chunks TIME,SYMBOL, e.g. --chunks 390,100"
+    if cols >= 128:
+        smaller = f"{max(rows // 2, 1)},{cols // 2}"
+    else:
+        smaller = f"{max(rows // 4, 1)},{cols}"
+    return (f"this run's blocks were up to {rows:,} rows x {cols:,} symbols ({rows * cols / 1e6:.3g} M cells "
+            f"per field); e.g. --chunks {smaller}")
 
 
 def _describe_key(key, to_write, result) -> str:

@@ -51,7 +51,7 @@ def expected(ticks):
 class DaskCluster:
     """``dask scheduler`` + ``dask worker`` processes on 127.0.0.1 (stopped by :meth:`stop`)."""
 
-    def __init__(self, tmp, n_workers=2, env=None, tls=None, preload=True):
+    def __init__(self, tmp, n_workers=2, env=None, tls=None, preload=True, memory_limit="2GiB"):
         self.tmp = tmp
         self.file = str(tmp / "scheduler.json")
         self.log = open(tmp / "cluster.log", "a")
@@ -72,7 +72,7 @@ class DaskCluster:
             time.sleep(0.1)
         for _ in range(n_workers):
             self._start(DASK + ["worker", "--scheduler-file", self.file, "--host", "127.0.0.1", "--nthreads", "1",
-                                "--dashboard-address", "127.0.0.1:0", "--memory-limit", "2GiB"]
+                                "--dashboard-address", "127.0.0.1:0", "--memory-limit", memory_limit]
                         + (["--preload", "factorflow.cluster.preload"] if preload else []) + self.tls)
         self.client = self._client()
         self.client.wait_for_workers(n_workers, timeout=DEADLINE)
@@ -188,7 +188,7 @@ def test_run_on_scheduler_and_two_workers(ticks, expected, clusters, procs, tmp_
     assert report.stat().st_size > 10_000 and b"Dask Performance Report" in report.read_bytes()
     # the kernels were warmed on both workers at start (preload), and again by the run's plugin
     events = c.client.get_events("factorflow")
-    assert len(events) >= 2 and all(e[1]["operators"] > 20 for e in events)
+    assert len(events) == 4 and all(e[1]["operators"] > 20 for e in events), events
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         # worker processes raised malloc's mmap threshold (engine/memory.py)
         assert sum(e[1].get("mmap_threshold") == MMAP_THRESHOLD for e in events) >= 2, events
@@ -197,6 +197,29 @@ def test_run_on_scheduler_and_two_workers(ticks, expected, clusters, procs, tmp_
                *factor_flags()])
     rc, stdout, stderr = _finish(p)
     assert rc == 0 and "12 partitions already committed, 0 to compute" in stdout, stderr[-2000:]
+
+
+def test_cold_cache_workers_compile_once_per_host(ticks, expected, clusters, procs, tmp_path):
+    """Two `dask worker --preload factorflow.cluster.preload` started together on an empty Numba
+    cache (numba/numba#4807: processes compiling the same kernels race on the cache files): the
+    per-host lock lets one compile and write the cache while the other waits, then loads it."""
+    cache = tmp_path / "numba-cache"
+    c = clusters(n_workers=2, env={"NUMBA_CACHE_DIR": str(cache)})
+    deadline = time.time() + 30  # the preloads' events follow the workers' registration
+    while len(events := [e[1] for e in c.client.get_events("factorflow")]) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(events) == 2 and all(e["action"] == "warm-kernels" for e in events), events
+    first, second = sorted(events, key=lambda e: e["held"][0])
+    assert first["held"][1] <= second["held"][0], f"the warm-ups overlapped: {events}"  # serialised
+    compiled, loaded = (e["held"][1] - e["held"][0] for e in (first, second))
+    assert loaded < compiled / 4, f"the second worker did not load the cache: {compiled:.1f} s vs {loaded:.1f} s"
+    assert second["lock_wait_seconds"] > compiled / 2, events  # it waited for the first one's compile
+    assert len(list(cache.rglob("*.nbi"))) > 20 and len(list(cache.rglob("*.nbc"))) > 20
+    assert "Traceback" not in c.logs() and "NumbaWarning" not in c.logs(), c.logs()
+    out = tmp_path / "out"
+    rc, _, stderr = _finish(procs(["--ticks", ticks, "--out", str(out), "--scheduler-file", c.file, *factor_flags()]))
+    assert rc == 0, stderr[-3000:]
+    _check(out, expected)
 
 
 def test_worker_killed_mid_run_still_completes(ticks, expected, clusters, procs, tmp_path):
@@ -259,6 +282,40 @@ def test_cli_killed_mid_run_then_rerun_gives_the_same_files(ticks, procs, tmp_pa
     assert file_bytes(out) == file_bytes(clean)
     leftovers = [f for f in os.listdir(out / done[0]) if f.startswith(".")]
     assert not leftovers
+
+
+def test_out_of_memory_names_the_partition_and_hints(tmp_path_factory, clusters, procs, tmp_path):
+    """A real out-of-memory kill: one block of 40 factors needs ~1.5 GB on a worker limited to 700 MiB.
+
+    The nanny terminates the worker when its memory passes 95% of the limit; with
+    ``allowed-failures=0`` the scheduler gives up on the task at once (by default it would retry it
+    three times on fresh workers, each killed the same way) and the CLI reports it.
+    """
+    ticks = make_store(tmp_path_factory.mktemp("oom") / "ticks", days=2, symbols=100)
+    c = clusters(n_workers=1, memory_limit="700MiB", preload=False,
+                 env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"})
+    out = tmp_path / "out"
+    flags = []
+    for k in range(2, 42):  # 40 outputs of 2 x 23400 x 100 float64 cells (37 MB each) in one task
+        flags += ["--factor", f"m{k}=ts_mean(close, {k})"]
+    p = subprocess.Popen([sys.executable, "-m", "factorflow", "run", "--freq", "1s", "--no-progress", "--ticks", ticks,
+                          "--out", str(out), "--scheduler-file", c.file, "--chunks", "46800,100", *flags],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        rc, stdout, stderr = _finish(p)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert rc == 4, (rc, stdout[-2000:], stderr[-3000:])
+    assert "computation failed: KilledWorker while computing task ff-local" in stderr, stderr[-3000:]
+    assert "(partition date=2024-01-02 .. 2024-01-03)" in stderr, stderr[-3000:]
+    assert ("a worker died or ran out of memory. Hint: use smaller chunks (this run's blocks were up to 46,800 "
+            "rows x 100 symbols (4.68 M cells per field); e.g. --chunks 11700,100)") in stderr, stderr[-3000:]
+    # the nanny says why it killed the worker
+    assert re.search(r"exceeded 95% memory budget", c.logs()), c.logs()[-3000:]
+    # nothing committed, nothing half-written
+    assert _committed(out) == []
+    assert not [f for _, _, files in os.walk(out) for f in files if f.endswith(".parquet") or f.startswith(".")]
 
 
 def test_tls_run(ticks, expected, clusters, procs, tmp_path):
