@@ -9,14 +9,17 @@ Questions:
 * **Per-task scheduler overhead.** Wall time per task of a graph of trivial tasks on the same
   2-worker cluster (the floor a factorflow task must carry tens of milliseconds of work above).
 
-Method: ``common.measure`` (one warm-up run, then the median of ``--repeat`` runs, with the CPU
-load of this process tree and of the rest of the machine). Each timed job run recomputes every
+Method: ``--rounds`` rounds, each starting a 1-worker cluster and then a 2-worker cluster; on each,
+``common.measure`` (one warm-up run, then ``--repeat`` timed runs, with the CPU load of this process
+tree and of the rest of the machine). The medians are over all timed runs of all rounds:
+interleaving keeps a slow phase of the shared host from landing on one side only (the 2-worker
+runs of one cluster start vary by up to 30% between phases). Each timed job run recomputes every
 partition (``force``) into the same output folder; only the compute+write phase is timed (the
 cluster is already up and its kernels warm). The scheduler and workers are started and stopped
 here, on 127.0.0.1.
 
-    .venv/bin/python benchmarks/bench_cluster.py                  # ~3 minutes
-    .venv/bin/python benchmarks/bench_cluster.py --days 4 --symbols 100 --repeat 2   # quick look
+    .venv/bin/python benchmarks/bench_cluster.py                  # ~5 minutes
+    .venv/bin/python benchmarks/bench_cluster.py --days 4 --symbols 100 --rounds 1 --repeat 2   # quick look
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +113,10 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=500)
     ap.add_argument("--days", type=int, default=20)
     ap.add_argument("--ticks-per-day", type=float, default=300.0)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per cluster start")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="1-worker and 2-worker clusters started in turn this many times (the host's slow "
+                         "phases then fall on both sides)")
     ap.add_argument("--chunks", default=None, help="TIME[,SYMBOL] blocks of the job (default: planned)")
     ap.add_argument("--tasks", type=int, default=2000, help="trivial tasks for the overhead measurement")
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "factorflow-bench-cluster"))
@@ -125,44 +132,50 @@ def main() -> int:
         info = ff.generate_ticks(ticks, symbols=args.symbols, days=args.days, seed=0, ticks_per_day=args.ticks_per_day)
         print(f"generated {info['ticks']:,} ticks into {ticks}", file=sys.stderr)
     tmp = tempfile.mkdtemp(prefix="ff-bench-cluster-")
-    results = {}
+    runs = {1: [], 2: []}  # timed compute+write seconds, all rounds
+    whole = {1: [], 2: []}
+    cpu = {1: [], 2: []}
+    per_task, summary = None, None
     try:
-        for n in (1, 2):
-            cluster = Cluster(tmp, n)
-            try:
-                out = os.path.join(tmp, f"out-{n}")
-                spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
-                               scheduler_file=cluster.file, force=True, chunks=args.chunks)
-                wait_quiet(args.quiet_wait)
-                phases = []
-
-                def job(spec=spec, phases=phases):
-                    s = run_job(spec, echo=lambda _: None)
-                    phases.append(s["compute_seconds"])
-                    return s
-
-                summary, t = measure(job, repeat=args.repeat)
-                times = sorted(phases[1:])  # the first call is measure's warm-up
-                med = times[len(times) // 2]
-                results[n] = (med, summary, t)
-                print(f"{n} worker(s): job compute+write median {med:.2f} s of {args.repeat} "
-                      f"(whole run incl. planning {t.median_s:.2f} s), {summary['cells'] / med / 1e6:.1f} Mcells/s, "
-                      f"{summary['written']} partitions; cpu/wall {t.cpu_ratio or float('nan'):.2f}, "
-                      f"other load {t.other_load if t.other_load is not None else float('nan'):.2f}, "
-                      f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
-                if n == 2:
+        for r in range(args.rounds):
+            for n in (1, 2):
+                cluster = Cluster(tmp, n)
+                try:
+                    out = os.path.join(tmp, f"out-{n}")
+                    spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
+                                   scheduler_file=cluster.file, force=True, chunks=args.chunks)
                     wait_quiet(args.quiet_wait)
-                    per_task = task_overhead(cluster.client, args.tasks)
-                    print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task "
-                          f"({args.tasks} tasks, 2 workers; median of 3), loadavg {os.getloadavg()[0]:.2f}")
-            finally:
-                cluster.stop()
-        t1, t2 = results[1][0], results[2][0]
-        s = results[1][1]
+                    phases = []
+
+                    def job(spec=spec, phases=phases):
+                        s = run_job(spec, echo=lambda _: None)
+                        phases.append(s["compute_seconds"])
+                        return s
+
+                    summary, t = measure(job, repeat=args.repeat)
+                    runs[n] += phases[1:]  # the first call is measure's warm-up
+                    whole[n] += list(t.all_s)
+                    cpu[n].append(t.cpu_ratio or float("nan"))
+                    print(f"round {r + 1}, {n} worker(s): compute+write {', '.join(f'{x:.2f}' for x in phases[1:])} s; "
+                          f"cpu/wall {t.cpu_ratio or float('nan'):.2f}, other load "
+                          f"{t.other_load if t.other_load is not None else float('nan'):.2f}, "
+                          f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
+                    if n == 2 and r == args.rounds - 1:
+                        wait_quiet(args.quiet_wait)
+                        per_task = task_overhead(cluster.client, args.tasks)
+                finally:
+                    cluster.stop()
+        med = {n: statistics.median(v) for n, v in runs.items()}
         print(f"\njob: {len(FACTORS)} factors, 1min bars, {args.symbols} symbols x {args.days} days "
-              f"({s['rows']:,} rows, {s['cells']:,} cells)")
-        print(f"scaling 1 -> 2 workers: {t1 / t2:.2f}x (target >= 1.7x); {s['cells'] / t1 / 1e6:.1f} -> "
-              f"{s['cells'] / t2 / 1e6:.1f} Mcells/s")
+              f"({summary['rows']:,} rows, {summary['cells']:,} cells, {summary['written']} partitions)")
+        for n in (1, 2):
+            print(f"{n} worker(s): compute+write median {med[n]:.2f} s of {len(runs[n])} "
+                  f"({args.rounds} rounds x {args.repeat}; whole run incl. planning {statistics.median(whole[n]):.2f} s), "
+                  f"{summary['cells'] / med[n] / 1e6:.1f} Mcells/s; cpu/wall {statistics.median(cpu[n]):.2f}")
+        print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task ({args.tasks} tasks, 2 workers; "
+              "median of 3)")
+        print(f"scaling 1 -> 2 workers: {med[1] / med[2]:.2f}x (target >= 1.7x); {summary['cells'] / med[1] / 1e6:.1f} -> "
+              f"{summary['cells'] / med[2] / 1e6:.1f} Mcells/s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
