@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_parquet", "write_partition"]
+__all__ = ["write_parquet", "write_partition", "write_partition_hashed"]
 
 
 def _partition_ranges(times: np.ndarray) -> list[tuple[str, int, int]]:
@@ -29,9 +29,42 @@ def _partition_ranges(times: np.ndarray) -> list[tuple[str, int, int]]:
     return out
 
 
+class _HashingFile:
+    """A binary file being written that also feeds every byte to a SHA-256 (what the manifest
+    records), so the file need not be read back to checksum it."""
+
+    def __init__(self, path: str):
+        import hashlib
+
+        self._fh = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self._fh.write(data)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+            self.closed = True
+
+
 def write_partition(directory: str, times: np.ndarray, symbols: np.ndarray, names: list[str],
                     compression: str, *values: np.ndarray) -> str:
     """Write one partition: a temporary file renamed into place, then stale files removed."""
+    return write_partition_hashed(directory, times, symbols, names, compression, *values)[0]
+
+
+def write_partition_hashed(directory: str, times: np.ndarray, symbols: np.ndarray, names: list[str],
+                           compression: str, *values: np.ndarray) -> tuple[str, str, int]:
+    """:func:`write_partition`, returning ``(path, sha256 hex digest, bytes)`` of the file written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -48,9 +81,14 @@ def write_partition(directory: str, times: np.ndarray, symbols: np.ndarray, name
     final = os.path.join(directory, "part-0.parquet")
     tmp = os.path.join(directory, f".part-0.parquet.{uuid.uuid4().hex}.tmp")
     try:
-        # dictionary pages for the repeating keys only: a factor column of continuous values fills a
-        # dictionary page and then falls back to plain encoding, work thrown away (-20% write time)
-        pq.write_table(table, tmp, compression=compression, use_dictionary=["time", "symbol"])
+        sink = _HashingFile(tmp)
+        try:
+            # dictionary pages for the repeating keys only: a factor column of continuous values fills a
+            # dictionary page and then falls back to plain encoding, work thrown away (-20% write time)
+            pq.write_table(table, sink, compression=compression, use_dictionary=["time", "symbol"])
+            nbytes = sink.tell()
+        finally:
+            sink.close()
         os.replace(tmp, final)  # atomic on POSIX: readers see the old file or the new one
     finally:
         if os.path.exists(tmp):
@@ -58,7 +96,7 @@ def write_partition(directory: str, times: np.ndarray, symbols: np.ndarray, name
     for entry in os.listdir(directory):
         if entry.endswith(".parquet") and entry != "part-0.parquet":
             os.remove(os.path.join(directory, entry))
-    return final
+    return final, sink.sha256.hexdigest(), nbytes
 
 
 def write_group(jobs: list, symbols: np.ndarray, names: list[str], compression: str, times: np.ndarray,

@@ -22,7 +22,7 @@ import uuid
 
 import numpy as np
 
-from .io import write_partition
+from .io import write_partition_hashed
 
 __all__ = ["MANIFEST", "commit_partition", "read_manifest", "matches", "formula_hash", "date_fingerprints",
            "input_fingerprint"]
@@ -122,9 +122,9 @@ def commit_partition(directory: str, times: np.ndarray, symbols: np.ndarray, nam
     old = os.path.join(directory, MANIFEST)
     if os.path.exists(old):
         os.remove(old)  # from here until the new manifest lands, the partition is uncommitted
-    path = write_partition(directory, times, symbols, list(names), compression, *values)
-    doc = dict(manifest, format=FORMAT, file=os.path.basename(path), bytes=os.path.getsize(path),
-               sha256=_sha256(path), rows=int(len(times) * len(symbols)),
+    path, digest, nbytes = write_partition_hashed(directory, times, symbols, list(names), compression, *values)
+    doc = dict(manifest, format=FORMAT, file=os.path.basename(path), bytes=nbytes,
+               sha256=digest, rows=int(len(times) * len(symbols)),
                written_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     tmp = os.path.join(directory, f".{MANIFEST}.{uuid.uuid4().hex}.tmp")
     try:

@@ -325,3 +325,36 @@ def test_partitions_straddling_blocks_and_symbol_blocks(ticks, full_run, tmp_pat
     assert sorted(got) == sorted(want)
     for d in want:
         assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+
+
+def test_manifest_checksums_the_file_written_and_detects_damage(tmp_path):
+    """The manifest's sha256 and size are taken while the file is written (not read back): they
+    must equal the file's, and a damaged or truncated file makes the partition uncommitted."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from factorflow.engine.manifest import MANIFEST, commit_partition, read_manifest
+
+    T, N = 26, 7
+    times = (np.datetime64("2024-01-02T14:30", "ns") + np.arange(T) * np.timedelta64(15, "m"))
+    symbols = np.array([f"S{i}" for i in range(N)])
+    values = np.random.default_rng(1).standard_normal((2, T, N))
+    d = tmp_path / "date=2024-01-02"
+    info = commit_partition(str(d), times, symbols, ["a", "b"], "zstd", {"date": "2024-01-02"}, values)
+    data = (d / "part-0.parquet").read_bytes()
+    m = read_manifest(str(d))
+    assert m is not None and m["sha256"] == hashlib.sha256(data).hexdigest() and m["bytes"] == len(data)
+    assert info["bytes"] == len(data) and (d / MANIFEST).exists()
+    t = pq.read_table(d / "part-0.parquet")
+    assert t.column_names == ["time", "symbol", "a", "b"] and t.num_rows == T * N
+    np.testing.assert_array_equal(t.column("b").to_numpy().reshape(T, N), values[1])
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    (d / "part-0.parquet").write_bytes(bytes(damaged))
+    assert read_manifest(str(d)) is None  # same size, other bytes
+    (d / "part-0.parquet").write_bytes(data[:-1])
+    assert read_manifest(str(d)) is None  # truncated
+    (d / "part-0.parquet").write_bytes(data)
+    assert read_manifest(str(d)) is not None
