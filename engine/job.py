@@ -613,7 +613,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
             futures = client.get(pinned if pinned is not None else dsk, todo, sync=False, resources=resources)
             bar = _Progress(futures, echo, len(commits)) if progress else None
             try:
-                written, saved_state = _gather(client, futures, len(commits), to_write, result, bar)
+                written, saved_state = _gather(client, futures, len(commits), to_write, result, bar, panel)
             finally:
                 t_done = time.perf_counter()
                 if bar is not None:
@@ -668,7 +668,7 @@ def _state_current(state_dir: str, meta: dict) -> bool:
     return all(old.get(k) == v for k, v in meta.items())
 
 
-def _gather(client, futures, n_commits: int, to_write, result, bar):
+def _gather(client, futures, n_commits: int, to_write, result, bar, bars=None):
     """Wait for the commits (and the state); map failures to typed errors."""
     from distributed import as_completed
 
@@ -687,12 +687,12 @@ def _gather(client, futures, n_commits: int, to_write, result, bar):
     except BaseException as e:
         for f in futures:
             f.cancel()
-        raise _classify(e, client, to_write, result) from e
+        raise _classify(e, client, to_write, result, bars) from e
     written.sort(key=lambda w: w["date"])
     return written, state
 
 
-def _classify(e: BaseException, client, to_write, result) -> BaseException:
+def _classify(e: BaseException, client, to_write, result, bars=None) -> BaseException:
     from distributed import KilledWorker
 
     try:
@@ -710,7 +710,7 @@ def _classify(e: BaseException, client, to_write, result) -> BaseException:
             return ClusterError(f"lost the connection to the Dask scheduler during the run ({type(e).__name__}: "
                                 f"{e}). Committed partitions are intact; rerun the same command to compute the "
                                 "rest")
-    where = _describe_key(getattr(e, "task", None) or getattr(e, "key", None), to_write, result)
+    where = _describe_key(getattr(e, "task", None) or getattr(e, "key", None), to_write, result, bars)
     if isinstance(e, (KilledWorker, MemoryError)):
         return ComputeError(f"{type(e).__name__} while computing {where}: a worker died or ran out of memory. "
                             f"Hint: use smaller chunks ({_smaller_chunks(result)}), fewer factors per run, or "
@@ -733,8 +733,9 @@ def _smaller_chunks(result) -> str:
             f"per field); e.g. --chunks {smaller}")
 
 
-def _describe_key(key, to_write, result) -> str:
-    """Which partitions a task key belongs to."""
+def _describe_key(key, to_write, result, bars=None) -> str:
+    """Which partitions a task key belongs to (``bars``: the run's bars panel, whose tasks are
+    blocks of whole dates)."""
     if key is None:
         return "the run"
     name = key[0] if isinstance(key, tuple) else str(key)
@@ -745,7 +746,8 @@ def _describe_key(key, to_write, result) -> str:
         i = int(name.rsplit("-", 3)[1])
         return f"partition date={to_write[i][0]}"
     if isinstance(key, tuple) and len(key) == 4:
-        arr = result._groups[0].data
+        source = bars if bars is not None and name.startswith("ff-bars-") else result
+        arr = source._groups[0].data
         tchunks = arr.chunks[1]
         i = key[2]
         if i < len(tchunks):

@@ -250,6 +250,16 @@ def test_failures_name_the_partition_and_suggest_smaller_chunks():
     assert "partition date=2024-01-03" in str(err)
     err = _classify(ValueError("boom"), Client(), to_write, result)
     assert "a task failed" in str(err) and "boom" in str(err)
+    # a bars task (blocks of whole dates: here dates 1-2, then date 3) names its dates
+    from types import SimpleNamespace
+
+    bars = SimpleNamespace(_groups=[SimpleNamespace(data=SimpleNamespace(chunks=((5,), (2, 1), (4,))))])
+    err = _classify(KilledWorker(("ff-bars-1min-abc-0", 0, 1, 0), "tcp://127.0.0.1:1", 3), Client(), to_write,
+                    result, bars)
+    assert "task ff-bars-1min-abc-0 (partition date=2024-01-04)" in str(err)
+    err = _classify(KilledWorker(("ff-bars-1min-abc-0", 0, 0, 0), "tcp://127.0.0.1:1", 3), Client(), to_write,
+                    result, bars)
+    assert "(partition date=2024-01-02 .. 2024-01-03)" in str(err)
 
 
 def test_lookahead_factors(ticks, tmp_path, capsys):

@@ -285,18 +285,20 @@ def test_cli_killed_mid_run_then_rerun_gives_the_same_files(ticks, procs, tmp_pa
 
 
 def test_out_of_memory_names_the_partition_and_hints(tmp_path_factory, clusters, procs, tmp_path):
-    """A real out-of-memory kill: one block of 40 factors needs ~1.5 GB on a worker limited to 700 MiB.
+    """A real out-of-memory kill: one block of 80 factors needs ~3 GB on a worker limited to 1 GiB.
 
     The nanny terminates the worker when its memory passes 95% of the limit; with
     ``allowed-failures=0`` the scheduler gives up on the task at once (by default it would retry it
-    three times on fresh workers, each killed the same way) and the CLI reports it.
+    three times on fresh workers, each killed the same way) and the CLI reports it. Which task
+    dies is the machine's business (on a cold Numba cache the bars tasks compile kernels and may
+    cross the line first): the message must name its partition dates either way.
     """
     ticks = make_store(tmp_path_factory.mktemp("oom") / "ticks", days=2, symbols=100)
-    c = clusters(n_workers=1, memory_limit="700MiB", preload=False,
+    c = clusters(n_workers=1, memory_limit="1GiB", preload=False,
                  env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"})
     out = tmp_path / "out"
     flags = []
-    for k in range(2, 42):  # 40 outputs of 2 x 23400 x 100 float64 cells (37 MB each) in one task
+    for k in range(2, 82):  # 80 outputs of 2 x 23400 x 100 float64 cells (37 MB each) in one task
         flags += ["--factor", f"m{k}=ts_mean(close, {k})"]
     p = subprocess.Popen([sys.executable, "-m", "factorflow", "run", "--freq", "1s", "--no-progress", "--ticks", ticks,
                           "--out", str(out), "--scheduler-file", c.file, "--chunks", "46800,100", *flags],
@@ -307,8 +309,8 @@ def test_out_of_memory_names_the_partition_and_hints(tmp_path_factory, clusters,
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert rc == 4, (rc, stdout[-2000:], stderr[-3000:])
-    assert "computation failed: KilledWorker while computing task ff-local" in stderr, stderr[-3000:]
-    assert "(partition date=2024-01-02 .. 2024-01-03)" in stderr, stderr[-3000:]
+    assert re.search(r"computation failed: KilledWorker while computing task ff-(local|bars)\S* "
+                     r"\(partition date=2024-01-0[23]( \.\. 2024-01-03)?\)", stderr), stderr[-3000:]
     assert ("a worker died or ran out of memory. Hint: use smaller chunks (this run's blocks were up to 46,800 "
             "rows x 100 symbols (4.68 M cells per field); e.g. --chunks 11700,100)") in stderr, stderr[-3000:]
     # the nanny says why it killed the worker
