@@ -134,6 +134,9 @@ class Instruction:
     args: tuple  # ("slot", i) or ("const", value)
     params: tuple  # kernel params after the series args
     out: int  # slot
+    # a kernel writing several outputs (engine/graph.py: _fuse_siblings): every output slot in
+    # the kernel's argument order, ``out`` among them; -1 where the kernel writes nothing
+    outs: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,20 @@ def _run_local(program, layouts, edges, rows, cols, out, blocks):
             else:
                 dest = _arena.take((full_rows, cols), dtype)
                 temps[ins.out] = dest
-            kernel(ins.kernel, program.backend)(*args, *ins.params, dest)
+            dests = [dest]
+            if ins.outs:  # window kernels only: every output has the rows of `dest`
+                dests = []
+                for s in ins.outs:
+                    if s == -1 or s == ins.out:
+                        dests.append(dest)
+                        continue
+                    if s in direct:
+                        d = out[direct[s]]
+                    else:
+                        d = temps[s] = _arena.take((full_rows, cols), dtype)
+                    slots[s] = d
+                    dests.append(d)
+            kernel(ins.kernel, program.backend)(*args, *ins.params, *dests)
             slots[ins.out] = dest
             # recycle buffers whose last reader was this instruction
             for what, v in ins.args:

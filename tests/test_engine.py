@@ -341,3 +341,32 @@ def test_cross_section_row_blocks_do_not_change_results(monkeypatch, min_cells):
         assert any(split)  # the finer split is exercised
     if min_cells == 10_000_000:
         assert not any(split)  # blocks too small to cut: one cross-section task per time block
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 50, "symbol": 6}, {"time": 37}])
+def test_sibling_window_kernels_fused_give_the_same_results(chunks):
+    """Two ts_quantile of one input and window run as one sorted window, and ts_slope/rsquare/
+    resid of one input and window as one pass (engine/graph.py: _fuse_siblings): each output must
+    equal the operator computed alone, with halos, NaNs, ties, constant runs and tiny values."""
+    from factorflow.engine.graph import _local_program
+
+    factors = {
+        "qu": "ts_quantile(close, 10, 0.8)", "qd": "ts_quantile(close, 10, 0.2)",
+        "qm": "ts_quantile(close, 10, 0.5)",  # a third one: stays a single instruction
+        "qw": "ts_quantile(close, 12, 0.2)",  # another window: not a sibling
+        "qp": "ts_quantile(close, 10, 0.3, 4)",  # another min_periods: not a sibling
+        "b": "ts_slope(close, 15) / close", "r": "ts_rsquare(close, 15)", "e": "ts_resid(close, 15)",
+        "b2": "ts_slope(volume, 7)", "e2": "ts_resid(volume, 7, 3)", "r2": "ts_rsquare(volume, 7, 3)",
+        "e3": "ts_resid(volume, 7, 3) + ts_quantile(volume, 5, 0.9) - ts_quantile(volume, 5, 0.1)",
+    }
+    plan = make_plan(factors, PANEL.shape, PANEL.fields, chunks=chunks)
+    kernels = [ins.kernel for st in plan.stages if st.kind == "local" for ins in _local_program(plan, st).instructions]
+    assert kernels.count("rolling.ts_quantiles") == 2  # (qu, qd) and the two in e3
+    assert kernels.count("rolling.ts_quantile") == 3  # qm, qw, qp
+    assert kernels.count("regression.ts_regression") == 2  # (b, r, e) and (e2, r2); b2 has another min_periods
+    together = ff.compute(factors, PANEL, chunks=chunks)
+    for name, text in factors.items():
+        alone = ff.compute({name: text}, PANEL, chunks=chunks).to_numpy(name)
+        got = together.to_numpy(name)
+        assert np.array_equal(np.isnan(got), np.isnan(alone)), name
+        np.testing.assert_array_equal(got[~np.isnan(got)], alone[~np.isnan(alone)], err_msg=name)

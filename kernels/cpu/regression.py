@@ -26,13 +26,13 @@ import numpy as np
 
 from ._jit import kernel
 
-__all__ = ["ts_slope", "ts_rsquare", "ts_resid"]
+__all__ = ["ts_slope", "ts_rsquare", "ts_resid", "ts_regression"]
 
 _TILE = 512
 
 
 @kernel(inline="always")
-def _ols(x, window, min_periods, out, what):
+def _ols(x, window, min_periods, out_slope, out_rsquare, out_resid, what):
     T, N = x.shape
     sp = np.empty(_TILE)
     spp = np.empty(_TILE)
@@ -79,37 +79,47 @@ def _ols(x, window, min_periods, out, what):
                     sd[j] += d
                     sdd[j] += d * d
                     spd[j] += q * d
-            o = out[t, j0:j1]
             for j in range(nb):
                 c = n[j]
                 mpos = sp[j] / c
                 md = sd[j] / c
                 sxx = spp[j] - sp[j] * mpos
                 sxy = spd[j] - sp[j] * md
-                if what == 0:
+                if what & 1:
                     r = (sxy / sxx) / sc[j]
-                elif what == 1:
+                    out_slope[t, j0 + j] = r if c >= mp else np.nan
+                if what & 2:
                     syy = max(sdd[j] - sd[j] * md, 0.0)
                     r = (sxy / sxx) * (sxy / syy)
-                else:
+                    out_rsquare[t, j0 + j] = r if c >= mp else np.nan
+                if what & 4:
                     v = np.float64(xt[j0 + j])
                     r = (v - kk[j]) - (md - (sxy / sxx) * (mpos - mid)) / sc[j]
-                o[j] = r if c >= mp else np.nan
+                    out_resid[t, j0 + j] = r if c >= mp else np.nan
 
 
 @kernel
 def ts_slope(x, window, min_periods, out):
     """Slope of the least-squares line through the window's valid values against row position."""
-    _ols(x, window, min_periods, out, 0)
+    _ols(x, window, min_periods, out, out, out, 1)
 
 
 @kernel
 def ts_rsquare(x, window, min_periods, out):
     """Coefficient of determination R^2 of that line (NaN for a constant window)."""
-    _ols(x, window, min_periods, out, 1)
+    _ols(x, window, min_periods, out, out, out, 2)
 
 
 @kernel
 def ts_resid(x, window, min_periods, out):
     """Residual of the current row from that line (NaN where the current value is NaN)."""
-    _ols(x, window, min_periods, out, 2)
+    _ols(x, window, min_periods, out, out, out, 4)
+
+
+@kernel
+def ts_regression(x, window, min_periods, what, out_slope, out_rsquare, out_resid):
+    """Several of the three from one pass over the windows: ``what`` is a bit mask (1 slope,
+    2 rsquare, 4 resid) of the outputs written. Not an operator: the engine's instruction for
+    sibling ``ts_slope``/``ts_rsquare``/``ts_resid`` nodes on one input and window
+    (``engine/graph.py: _fuse_siblings``); an output not in the mask is left untouched."""
+    _ols(x, window, min_periods, out_slope, out_rsquare, out_resid, what)

@@ -57,7 +57,7 @@ from ._jit import kernel
 __all__ = [
     "ts_sum", "ts_mean", "ts_var", "ts_std", "ts_min", "ts_max", "ts_argmin", "ts_argmax",
     "ts_rank", "ts_median", "ts_prod", "ts_skew", "ts_kurt", "decay_linear", "ts_corr", "ts_cov",
-    "delay", "delta", "ts_count", "ts_mad", "ts_quantile", "ts_wma",
+    "delay", "delta", "ts_count", "ts_mad", "ts_quantile", "ts_wma", "ts_quantiles",
 ]
 
 # Running-moment accuracy target: a symbol's window is recomputed from scratch once the rounding
@@ -1432,7 +1432,7 @@ def _midpoint(a, b):
 
 
 @kernel(inline="always")
-def _sorted_window(x, window, min_periods, out, q):
+def _sorted_window(x, window, min_periods, out, q, out2, q2):
     """Order statistics of the window's valid values, one symbol at a time: a sorted buffer of
     the window's valid values; the leaving value is found by binary search and replaced by the
     entering one, which is then moved into place. ``q < 0``: the median; else the ``q`` quantile
@@ -1446,16 +1446,15 @@ def _sorted_window(x, window, min_periods, out, q):
             v = np.float64(x[t, j])
             w = np.float64(x[t - window, j]) if t >= window else np.nan
             if w == w:
-                # position of the leaving value (any equal element will do)
-                lo = 0
-                hi = m
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if buf[mid] < w:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                p = lo
+                # position of the leaving value (the first element >= it, which equals it): a
+                # lower bound whose steps are selects, not branches the CPU must guess (m >= 1)
+                base = 0
+                n = m
+                while n > 1:
+                    half = n >> 1
+                    base = base + half if buf[base + half] < w else base
+                    n -= half
+                p = base + 1 if buf[base] < w else base
                 if v == v:
                     # replace it, then move the new value to its place
                     while p > 0 and buf[p - 1] > v:
@@ -1478,16 +1477,27 @@ def _sorted_window(x, window, min_periods, out, q):
                 m += 1
             if m < mp:
                 out[t, j] = np.nan
-            elif q < 0.0:   # median
+                if q2 >= 0.0:
+                    out2[t, j] = np.nan
+                continue
+            if q < 0.0:     # median
                 h = m >> 1
                 out[t, j] = buf[h] if m & 1 else _midpoint(buf[h - 1], buf[h])
-            else:           # linear interpolation between the order statistics around q (m - 1)
-                pos = q * (m - 1)
-                lo = int(np.floor(pos))
-                hi = min(lo + 1, m - 1)
-                a = buf[lo]
-                b = buf[hi]
-                out[t, j] = a + (b - a) * (pos - lo) if b != a else a
+            else:
+                out[t, j] = _order_quantile(buf, m, q)
+            if q2 >= 0.0:   # a second quantile of the same window (``ts_quantiles``)
+                out2[t, j] = _order_quantile(buf, m, q2)
+
+
+@kernel(inline="always")
+def _order_quantile(buf, m, q):
+    """Linear interpolation between the order statistics around ``q (m - 1)`` of ``buf[:m]``."""
+    pos = q * (m - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, m - 1)
+    a = buf[lo]
+    b = buf[hi]
+    return a + (b - a) * (pos - lo) if b != a else a
 
 
 
@@ -1495,14 +1505,22 @@ def _sorted_window(x, window, min_periods, out, q):
 @kernel
 def ts_median(x, window, min_periods, out):
     """Median of the valid values of the window (mean of the two middle ones for an even count)."""
-    _sorted_window(x, window, min_periods, out, -1.0)
+    _sorted_window(x, window, min_periods, out, -1.0, out, -1.0)
 
 
 @kernel
 def ts_quantile(x, window, q, min_periods, out):
     """``q`` quantile (0 <= q <= 1) of the valid values of the window, linearly interpolated
     between order statistics (pandas ``rolling.quantile(q)``, NumPy ``quantile`` 'linear')."""
-    _sorted_window(x, window, min_periods, out, q)
+    _sorted_window(x, window, min_periods, out, q, out, -1.0)
+
+
+@kernel
+def ts_quantiles(x, window, q, q2, min_periods, out, out2):
+    """``ts_quantile`` at ``q`` into ``out`` and at ``q2`` into ``out2`` from one sorted window.
+    Not an operator: the engine's instruction for two sibling ``ts_quantile`` nodes on one input
+    and window (``engine/graph.py: _fuse_siblings``)."""
+    _sorted_window(x, window, min_periods, out, q, out2, q2)
 
 
 # ----------------------------------------------------------------------------------------------
