@@ -9,6 +9,11 @@ Rows (median of ``--repeat`` timed calls after one warm-up; see benchmarks/READM
 * ``factorflow ..., embedded cluster``: ``ff.cluster.local(n_workers=2, threads_per_worker=1)``
   (a LocalCluster with 2 workers in this process, the Jupyter default): ``ff.compute(lib,
   panel).compute()``, the result in this process.
+* ``factorflow alpha158 float32 (Qlib's precision)``: the same, on the panel rounded to float32
+  (every node stored in float32 as Qlib stores its features; kernels accumulate in float64).
+  Its Alpha158 equals Qlib's within the parity tolerance
+  (``tests/test_qlib_parity.py::test_alpha158_parity[float32]``), so it is the like-for-like row
+  for the Qlib ratio; the float64 row is factorflow's default.
 * ``factorflow ..., 2 worker processes``: ``ff.cluster.local(processes=True, n_workers=2,
   threads_per_worker=1)``, the panel persisted on the workers once, the result persisted there
   (nothing comes back).
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--qlib-instruments", type=int, default=20)
     ap.add_argument("--quiet-wait", type=float, default=15.0)
-    ap.add_argument("--skip", default="", help="comma-separated: polars,qlib,processes,alpha101")
+    ap.add_argument("--skip", default="", help="comma-separated: polars,qlib,processes,alpha101,float32")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     T, N = args.times, args.symbols
@@ -114,17 +119,24 @@ def main(argv=None) -> int:
     results = {}
 
     # --- factorflow, embedded cluster --------------------------------------------------------
+    # float32: the same panel rounded to float32 and every node stored in float32, as Qlib stores
+    # its features (the kernels accumulate in float64); Alpha158 in float32 matches Qlib within the
+    # parity tolerance (tests/test_qlib_parity.py::test_alpha158_parity[float32])
+    panel158_32 = None if "float32" in skip else ff.Panel.from_numpy(
+        {f: panel158.to_numpy(f).astype(np.float32) for f in FIELDS}, times=panel158.times, symbols=panel158.symbols)
     with ff.cluster.local(n_workers=2, threads_per_worker=1, dashboard_address=None) as cl:
-        for name, lib, p in (("alpha158", a158, panel158), ("alpha101", a101, panel)):
-            if name == "alpha101" and "alpha101" in skip:
+        for name, lib, p in (("alpha158", a158, panel158), ("alpha158-float32", a158, panel158_32),
+                             ("alpha101", a101, panel)):
+            if (name == "alpha101" and "alpha101" in skip) or p is None:
                 continue
             wait_quiet(args.quiet_wait)
             print(f"  factorflow {name}, embedded cluster ...", file=sys.stderr, flush=True)
             with RssSampler(_pids(cl.client)) as rss:
                 first, t = measure(lambda: ff.compute(lib, p).compute(), repeat=args.repeat)
             results[name] = (t, first, sum(rss.growth), T * N * len(lib))
-            if name == "alpha101":
+            if name != "alpha158":
                 del first
+                results[name] = (t, None, sum(rss.growth), T * N * len(lib))
 
     # --- factorflow, 2 worker processes, resident -------------------------------------------
     proc = {}
@@ -195,13 +207,17 @@ def main(argv=None) -> int:
     q_feat = q["sec_per_instrument_feature"] if q else None
 
     def peers(t, n_feat, name):
-        vp = f"{pl_t.median_s / t.median_s:.2f}x" if (pl_t and name == "alpha158") else "-"
-        vq = f"{q_feat * N * n_feat / t.median_s:.0f}x" if (q_feat and name == "alpha158") else "-"
+        vp = f"{pl_t.median_s / t.median_s:.2f}x" if (pl_t and name.startswith("alpha158")) else "-"
+        vq = f"{q_feat * N * n_feat / t.median_s:.0f}x" if (q_feat and name.startswith("alpha158")) else "-"
         return [vp, vq]
 
     t, _, peak, cells = results["alpha158"]
     rows.append(_row("factorflow alpha158, embedded cluster (2 workers)", t, cells, peak, peers(t, 158, "alpha158"),
                      check))
+    if "alpha158-float32" in results:
+        t, _, peak, cells = results["alpha158-float32"]
+        rows.append(_row("factorflow alpha158 float32 (Qlib's precision), embedded", t, cells, peak,
+                         peers(t, 158, "alpha158-float32"), "parity-tested"))
     if "alpha158" in proc:
         t, peak, cells = proc["alpha158"]
         rows.append(_row("factorflow alpha158, 2 worker processes, resident", t, cells, peak,
@@ -229,6 +245,9 @@ def main(argv=None) -> int:
     if q:
         targets.append(f">= 100x Qlib per instrument-feature: "
                        f"{q_feat * N * 158 / results['alpha158'][0].median_s:.0f}x")
+        if "alpha158-float32" in results:
+            targets.append(f"in float32 (Qlib's precision): "
+                           f"{q_feat * N * 158 / results['alpha158-float32'][0].median_s:.0f}x")
     if pl_t:
         targets.append(f">= 2x Polars: {pl_t.median_s / results['alpha158'][0].median_s:.2f}x")
     print("targets (embedded cluster row): " + "; ".join(targets))
