@@ -354,9 +354,9 @@ def _fuse_siblings(instructions: list) -> list:
     of the first sibling (its input is ready there; every reader of the others comes later)."""
     groups: dict = {}
     for idx, ins in enumerate(instructions):
-        if ins.kernel == _QUANTILE:  # params (window, q, min_periods)
+        if ins.kernel == _QUANTILE and len(ins.params) == 3:  # params (window, q, min_periods)
             key = (_QUANTILE, ins.args, ins.params[0], ins.params[2])
-        elif ins.kernel in _REGRESSION:  # params (window, min_periods)
+        elif ins.kernel in _REGRESSION and len(ins.params) == 2:  # params (window, min_periods)
             key = ("regression", ins.args, ins.params)
         else:
             continue

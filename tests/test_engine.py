@@ -343,12 +343,31 @@ def test_cross_section_row_blocks_do_not_change_results(monkeypatch, min_cells):
         assert not any(split)  # blocks too small to cut: one cross-section task per time block
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunks", [None, {"time": 50, "symbol": 6}, {"time": 37}])
-def test_sibling_window_kernels_fused_give_the_same_results(chunks):
+def test_sibling_window_kernels_fused_give_the_same_results(chunks, dtype):
     """Two ts_quantile of one input and window run as one sorted window, and ts_slope/rsquare/
     resid of one input and window as one pass (engine/graph.py: _fuse_siblings): each output must
-    equal the operator computed alone, with halos, NaNs, ties, constant runs and tiny values."""
+    equal the operator computed alone, bit for bit, and the independent reference
+    (factors/references.py), with halos, NaNs, ties, constant runs, 1e6 offsets and tiny values."""
     from factorflow.engine.graph import _local_program
+    from factorflow.factors import references as ref
+
+    panel = PANEL if dtype == "float64" else ff.Panel.from_numpy(
+        {"close": X.astype(np.float32), "volume": V.astype(np.float32)}, times=PANEL.times, symbols=PANEL.symbols)
+    x, v = (panel.to_numpy(f).astype(np.float64) for f in ("close", "volume"))
+    with np.errstate(divide="ignore", invalid="ignore"):  # b = slope / close: tiny and zero closes
+        b_want = ref.ts_slope(x, 15) / x
+    want = {
+        "qu": ref.ts_quantile(x, 10, 0.8), "qd": ref.ts_quantile(x, 10, 0.2), "qm": ref.ts_quantile(x, 10, 0.5),
+        "qw": ref.ts_quantile(x, 12, 0.2), "qp": ref.ts_quantile(x, 10, 0.3, 4),
+        "b": b_want, "r": ref.ts_rsquare(x, 15), "e": ref.ts_resid(x, 15),
+        "b2": ref.ts_slope(v, 7), "e2": ref.ts_resid(v, 7, 3), "r2": ref.ts_rsquare(v, 7, 3),
+    }
+    terms = [ref.ts_resid(v, 7, 3), ref.ts_quantile(v, 5, 0.9), ref.ts_quantile(v, 5, 0.1)]
+    want["e3"] = terms[0] + terms[1] - terms[2]
+    # e3 cancels (the 1e6-offset column): its error is relative to the terms, not to the result
+    e3_scale = np.abs(terms[0]) + np.abs(terms[1]) + np.abs(terms[2])
 
     factors = {
         "qu": "ts_quantile(close, 10, 0.8)", "qd": "ts_quantile(close, 10, 0.2)",
@@ -364,9 +383,17 @@ def test_sibling_window_kernels_fused_give_the_same_results(chunks):
     assert kernels.count("rolling.ts_quantiles") == 2  # (qu, qd) and the two in e3
     assert kernels.count("rolling.ts_quantile") == 3  # qm, qw, qp
     assert kernels.count("regression.ts_regression") == 2  # (b, r, e) and (e2, r2); b2 has another min_periods
-    together = ff.compute(factors, PANEL, chunks=chunks)
+    together = ff.compute(factors, panel, chunks=chunks)
     for name, text in factors.items():
-        alone = ff.compute({name: text}, PANEL, chunks=chunks).to_numpy(name)
+        alone = ff.compute({name: text}, panel, chunks=chunks).to_numpy(name)
         got = together.to_numpy(name)
+        assert got.dtype == np.dtype(dtype)
         assert np.array_equal(np.isnan(got), np.isnan(alone)), name
         np.testing.assert_array_equal(got[~np.isnan(got)], alone[~np.isnan(alone)], err_msg=name)
+        rtol = 1e-9 if dtype == "float64" else 2e-5  # float32: stored in float32 at every node
+        if name == "e3":
+            assert np.array_equal(np.isnan(got), np.isnan(want[name])), name
+            ok = ~np.isnan(got)
+            assert (np.abs(got[ok] - want[name][ok]) <= rtol * e3_scale[ok]).all(), name
+        else:
+            assert_close(got, want[name], rtol=rtol, what=name)

@@ -1436,7 +1436,8 @@ def _sorted_window(x, window, min_periods, out, q, out2, q2):
     """Order statistics of the window's valid values, one symbol at a time: a sorted buffer of
     the window's valid values; the leaving value is found by binary search and replaced by the
     entering one, which is then moved into place. ``q < 0``: the median; else the ``q`` quantile
-    with linear interpolation (pandas/NumPy ``'linear'``)."""
+    with linear interpolation (pandas/NumPy ``'linear'``), into ``out``. ``q2 >= 0``: also the
+    ``q2`` quantile of the same window into ``out2`` (``ts_quantiles``); else ``out2`` is untouched."""
     T, N = x.shape
     buf = np.empty(max(1, min(window, T)))
     mp = max(1, min_periods)
