@@ -79,6 +79,10 @@ def _ols(x, window, min_periods, out_slope, out_rsquare, out_resid, what):
                     sd[j] += d
                     sdd[j] += d * d
                     spd[j] += q * d
+            o1 = out_slope[t, j0:j1]
+            o2 = out_rsquare[t, j0:j1]
+            o3 = out_resid[t, j0:j1]
+            xj = xt[j0:j1]
             for j in range(nb):
                 c = n[j]
                 mpos = sp[j] / c
@@ -87,15 +91,15 @@ def _ols(x, window, min_periods, out_slope, out_rsquare, out_resid, what):
                 sxy = spd[j] - sp[j] * md
                 if what & 1:
                     r = (sxy / sxx) / sc[j]
-                    out_slope[t, j0 + j] = r if c >= mp else np.nan
+                    o1[j] = r if c >= mp else np.nan
                 if what & 2:
                     syy = max(sdd[j] - sd[j] * md, 0.0)
                     r = (sxy / sxx) * (sxy / syy)
-                    out_rsquare[t, j0 + j] = r if c >= mp else np.nan
+                    o2[j] = r if c >= mp else np.nan
                 if what & 4:
-                    v = np.float64(xt[j0 + j])
+                    v = np.float64(xj[j])
                     r = (v - kk[j]) - (md - (sxy / sxx) * (mpos - mid)) / sc[j]
-                    out_resid[t, j0 + j] = r if c >= mp else np.nan
+                    o3[j] = r if c >= mp else np.nan
 
 
 @kernel

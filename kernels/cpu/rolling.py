@@ -1447,15 +1447,18 @@ def _sorted_window(x, window, min_periods, out, q, out2, q2):
             v = np.float64(x[t, j])
             w = np.float64(x[t - window, j]) if t >= window else np.nan
             if w == w:
-                # position of the leaving value (the first element >= it, which equals it): a
-                # lower bound whose steps are selects, not branches the CPU must guess (m >= 1)
-                base = 0
-                n = m
-                while n > 1:
-                    half = n >> 1
-                    base = base + half if buf[base + half] < w else base
-                    n -= half
-                p = base + 1 if buf[base] < w else base
+                # position of the leaving value (any equal element will do). A branch-free lower
+                # bound measured 4-24% slower here: consecutive windows differ by one value, so the
+                # branches are well predicted, and selects chain every step on the previous load
+                lo = 0
+                hi = m
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if buf[mid] < w:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                p = lo
                 if v == v:
                     # replace it, then move the new value to its place
                     while p > 0 and buf[p - 1] > v:
