@@ -6,7 +6,8 @@ Method
   (``100 + cumsum(N(0, 1))`` along time) with ~1% of the cells set to NaN at random; window 20.
 * Operators: ``ts_mean``, ``ts_std`` (ddof 1), ``ema`` (span 20, pandas ``adjust=False``),
   ``ewma`` (span 20, ``adjust=True``: numbagg's only EWM flavour, so it is compared like for
-  like), ``ts_rank`` (pct rank, ties averaged), ``ts_corr``; all with ``min_periods = window``.
+  like), ``ts_rank`` (pct rank, ties averaged), ``ts_corr``, ``ts_median``, ``ts_quantile``
+  (q = 0.8, linear interpolation); all with ``min_periods = window``.
 * factorflow rows call the kernels directly on the whole C-contiguous ``(T, N)`` array, single
   threaded: "prealloc" writes into one reused output, "fresh out" allocates ``np.empty`` per call
   (the page faults of a new 160 MB array are part of the cost).
@@ -20,7 +21,8 @@ Method
   rank in [-1, 1], Polars' 1-based rank and null on missing input rows for ``ewm_mean``) the
   conversion is applied for the check only and the row says so. A mismatching peer is reported and
   left out of the verdict.
-* Slow peers: pandas ``rolling.rank`` / ``rolling.corr`` and Polars ``rolling_rank`` run on the
+* Slow peers: pandas ``rolling.rank`` / ``rolling.corr`` / ``rolling.median`` /
+  ``rolling.quantile`` and Polars ``rolling_rank`` / ``rolling_median`` / ``rolling_quantile`` run on the
   first ``--slow-cols`` symbols and their time is scaled up to the full panel (labelled; their cost
   is linear in the number of symbols); any case stops repeating once its timed calls exceed
   ``--budget`` seconds (after at least 2), the ``n`` column says how many ran.
@@ -44,7 +46,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import compare, environment, fmt_cpu, fmt_ms, fmt_other, fmt_rate, measure, table, wait_quiet  # noqa: E402
 
-OPS = ("ts_mean", "ts_std", "ema", "ewma", "ts_rank", "ts_corr")
+OPS = ("ts_mean", "ts_std", "ema", "ewma", "ts_rank", "ts_corr", "ts_median", "ts_quantile")
+Q = 0.8  # ts_quantile's q
 FF_PRE = "factorflow (prealloc)"
 FF_FRESH = "factorflow (fresh out)"
 
@@ -109,6 +112,8 @@ def factorflow_cases(run: Runner, x, y, W):
         "ewma": lambda o: recursive.ewm_mean(x, alpha, True, recursive.ewm_init_state(N), o),
         "ts_rank": lambda o: rolling.ts_rank(x, W, W, o),
         "ts_corr": lambda o: rolling.ts_corr(x, y, W, W, o),
+        "ts_median": lambda o: rolling.ts_median(x, W, W, o),
+        "ts_quantile": lambda o: rolling.ts_quantile(x, W, Q, W, o),
     }
     out = np.empty_like(x)
     for op, k in kernels.items():
@@ -142,6 +147,8 @@ def pandas_cases(run: Runner, x, y, W, k):
     run.case("ewma", "pandas ewm(adjust=True).mean", lay, lambda: dx.ewm(span=W, adjust=True).mean(), arr)
     run.case("ts_rank", "pandas rolling.rank(pct=True)", lay, lambda: dxs.rolling(W).rank(pct=True), arr, cols=k)
     run.case("ts_corr", "pandas rolling.corr", lay, lambda: dxs.rolling(W).corr(dys), arr, cols=k)
+    run.case("ts_median", "pandas rolling.median", lay, lambda: dxs.rolling(W).median(), arr, cols=k)
+    run.case("ts_quantile", "pandas rolling.quantile", lay, lambda: dxs.rolling(W).quantile(Q), arr, cols=k)
 
 
 def bottleneck_cases(run: Runner, x, xt, W):
@@ -156,6 +163,7 @@ def bottleneck_cases(run: Runner, x, xt, W):
         run.case("ts_std", "bottleneck move_std(ddof=1)", lay, lambda: bn.move_std(a, W, axis=axis, ddof=1), tr)
         run.case("ts_rank", "bottleneck move_rank", lay, lambda: bn.move_rank(a, W, axis=axis),
                  lambda r, t=t: to_pct(t(r)), note=rank_note)
+        run.case("ts_median", "bottleneck move_median", lay, lambda: bn.move_median(a, W, axis=axis), tr)
 
 
 def numbagg_cases(run: Runner, x, y, xt, yt, W):
@@ -204,6 +212,9 @@ def polars_cases(run: Runner, x, y, W, k):
     wxy = pl.concat([wx, pl.from_numpy(y, schema=ycols, orient="row").fill_nan(None)], how="horizontal")
     corr_exprs = [pl.rolling_corr(a, b, window_size=W).alias(a) for a, b in zip(xcols, ycols)]
     run.case("ts_corr", "polars rolling_corr", lay, lambda: wxy.select(corr_exprs), wide)
+    run.case("ts_median", "polars rolling_median", lay, lambda: wxs.select(pl.all().rolling_median(W)), wide, cols=k)
+    run.case("ts_quantile", "polars rolling_quantile", lay,
+             lambda: wxs.select(pl.all().rolling_quantile(Q, interpolation="linear", window_size=W)), wide, cols=k)
     del wx, wxs, wxy
 
     # long: one row per (symbol, time), sorted by symbol then time
