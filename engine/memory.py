@@ -15,6 +15,17 @@ would stall, and leaves it on otherwise (``defer``, ``defer+madvise``, ``never``
 huge pages still help the kernels' TLB reach). ``FACTORFLOW_NUMPY_HUGEPAGE=1`` keeps NumPy's
 advice whatever the policy, ``=0`` turns it off whatever the policy.
 
+Not even the one array that every call allocates fresh, the result ``engine/materialize.py`` fills
+in place (Alpha158 on 1000 x 2000: 2.5 GB, 620,000 page faults of 4 KiB per call), is advised:
+measured on the reference VM (its host takes back the pages the guest frees), filling 2.5 GB of
+fresh memory took 0.28 s in huge pages when the process had just freed that much, but 5.1 s when
+the free memory had been handed back to the host, against 1.0 s in 4 KiB pages either way (the
+guest serves small pages from free fragments it still holds). Advising the result alone: Alpha158
+1.1-1.4 s per call when the previous result had just been freed, 3.4-3.9 s on a first call, against
+2.0-2.5 s without. The 4 KiB faults cost ~0.42 s per GB per thread and do run in parallel (two
+threads or two processes faulting at once each keep that rate); ``MADV_POPULATE_WRITE`` of the
+whole result first would take 0.7 s on one thread (0.86 s with the fill).
+
 Worker processes get two more settings (:func:`configure_worker_process`, run by the worker
 preload and the warm-up plugin):
 
