@@ -9,6 +9,11 @@ Questions:
 * **Per-task scheduler overhead.** Wall time per task of a graph of trivial tasks on the same
   2-worker cluster (the floor a factorflow task must carry tens of milliseconds of work above).
 
+* **Where the 2-worker time goes.** From Dask's task stream of every timed run: the task time
+  (seconds the tasks computed, all workers together: the same job on 2 workers should not take
+  more of it than on 1), and how busy the workers were over the compute+write wall time
+  (``busy``) with the gap between the first and the last worker to finish (``tail``).
+
 Method: ``--rounds`` rounds, each starting a 1-worker cluster and then a 2-worker cluster; on each,
 ``common.measure`` (one warm-up run, then ``--repeat`` timed runs, with the CPU load of this process
 tree and of the rest of the machine). The medians are over all timed runs of all rounds:
@@ -108,6 +113,28 @@ def task_overhead(client, n: int) -> float:
     return t.median_s / n
 
 
+def stream_stats(records, n_workers: int, wall: float) -> dict:
+    """Task time, busy fraction and tail of one run from ``get_task_stream`` records."""
+    per_worker: dict = {}
+    for r in records:
+        for x in r.get("startstops", ()):
+            if x.get("action") == "compute":
+                busy, last = per_worker.get(r["worker"], (0.0, 0.0))
+                per_worker[r["worker"]] = (busy + x["stop"] - x["start"], max(last, x["stop"]))
+    task = sum(b for b, _ in per_worker.values())
+    lasts = [last for _, last in per_worker.values()]
+    return {"task_s": task, "busy": task / (n_workers * wall) if wall > 0 else float("nan"),
+            "tail_s": max(lasts) - min(lasts) if len(lasts) > 1 else 0.0}
+
+
+def _stream_line(stats: list, n_workers: int) -> str:
+    def each(key, fmt):
+        return ", ".join(format(x[key], fmt) for x in stats)
+
+    line = f"task time {each('task_s', '.2f')} s, workers busy {each('busy', '.0%')}"
+    return line + (f", tail {each('tail_s', '.2f')} s" if n_workers > 1 else "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--symbols", type=int, default=500)
@@ -123,6 +150,8 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=20.0)
     args = ap.parse_args()
 
+    from distributed import get_task_stream
+
     import factorflow as ff
     from factorflow.engine.job import JobSpec, run_job
 
@@ -135,6 +164,7 @@ def main() -> int:
     runs = {1: [], 2: []}  # timed compute+write seconds, all rounds
     whole = {1: [], 2: []}
     cpu = {1: [], 2: []}
+    streams = {1: [], 2: []}  # stream_stats of every timed run
     per_task, summary = None, None
     try:
         for r in range(args.rounds):
@@ -145,21 +175,24 @@ def main() -> int:
                     spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
                                    scheduler_file=cluster.file, force=True, chunks=args.chunks)
                     wait_quiet(args.quiet_wait)
-                    phases = []
+                    phases, stats = [], []
 
-                    def job(spec=spec, phases=phases):
-                        s = run_job(spec, echo=lambda _: None)
+                    def job(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client):
+                        with get_task_stream(client=client) as ts:
+                            s = run_job(spec, echo=lambda _: None)
                         phases.append(s["compute_seconds"])
+                        stats.append(stream_stats(ts.data, n, s["compute_seconds"]))
                         return s
 
                     summary, t = measure(job, repeat=args.repeat)
                     runs[n] += phases[1:]  # the first call is measure's warm-up
+                    streams[n] += stats[1:]
                     whole[n] += list(t.all_s)
                     cpu[n].append(t.cpu_ratio or float("nan"))
                     print(f"round {r + 1}, {n} worker(s): compute+write {', '.join(f'{x:.2f}' for x in phases[1:])} s; "
                           f"cpu/wall {t.cpu_ratio or float('nan'):.2f}, other load "
                           f"{t.other_load if t.other_load is not None else float('nan'):.2f}, "
-                          f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
+                          f"loadavg {os.getloadavg()[0]:.2f}; {_stream_line(stats[1:], n)}", flush=True)
                     if n == 2 and r == args.rounds - 1:
                         wait_quiet(args.quiet_wait)
                         per_task = task_overhead(cluster.client, args.tasks)
@@ -172,6 +205,11 @@ def main() -> int:
             print(f"{n} worker(s): compute+write median {med[n]:.2f} s of {len(runs[n])} "
                   f"({args.rounds} rounds x {args.repeat}; whole run incl. planning {statistics.median(whole[n]):.2f} s), "
                   f"{summary['cells'] / med[n] / 1e6:.1f} Mcells/s; cpu/wall {statistics.median(cpu[n]):.2f}")
+        task = {n: statistics.median(x["task_s"] for x in v) for n, v in streams.items()}
+        print(f"task time per run (all workers): 1 worker {task[1]:.2f} s, 2 workers {task[2]:.2f} s "
+              f"({task[2] / task[1] - 1:+.0%}); 2 workers busy "
+              f"{statistics.median(x['busy'] for x in streams[2]):.0%} of the compute+write wall, tail "
+              f"{statistics.median(x['tail_s'] for x in streams[2]):.2f} s (medians)")
         print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task ({args.tasks} tasks, 2 workers; "
               "median of 3)")
         print(f"scaling 1 -> 2 workers: {med[1] / med[2]:.2f}x (target >= 1.7x); {summary['cells'] / med[1] / 1e6:.1f} -> "
