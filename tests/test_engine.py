@@ -139,8 +139,35 @@ def _pandas_reference():
 @pytest.mark.parametrize("chunks", [None, {"time": 200, "symbol": 12}, {"time": 13, "symbol": 5},
                                     {"time": 3, "symbol": 1}, {"time": 64, "symbol": -1}])
 def test_composite_factors_are_chunk_invariant(chunks):
+    _check_composites(ff.compute(COMPOSITES, PANEL, chunks=chunks), chunks)
+
+
+def test_result_faulted_in_first_is_fully_overwritten(monkeypatch):
+    """The result array is zeroed from several threads before the tasks write it in place
+    (engine/memory.py: touch_pages, for results of TOUCH_MIN_BYTES or more); with the threshold at
+    0 every result here takes that path, and every cell must still come from the tasks."""
+    import importlib
+
+    memory = importlib.import_module("factorflow.engine.memory")
+    materialize = importlib.import_module("factorflow.engine.materialize")
+    used = []
+    real = memory.touch_pages
+
+    def spy(a, threads=None):
+        n = real(a, threads=3)  # more pieces than this machine may have cores
+        used.append((a.shape, n))
+        return n
+
+    monkeypatch.setattr(memory, "TOUCH_MIN_BYTES", 0)
+    monkeypatch.setattr(materialize, "touch_pages", spy)
+    _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 13, "symbol": 5}), "touched, threaded")
+    with ff.cluster.local(n_workers=2, threads_per_worker=1, dashboard_address=None):
+        _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 64, "symbol": 6}), "touched, embedded cluster")
+    assert len(used) >= 2 and all(n == 3 for _, n in used), used
+
+
+def _check_composites(out, chunks):
     want = _pandas_reference()
-    out = ff.compute(COMPOSITES, PANEL, chunks=chunks)
     for name in COMPOSITES:
         got, ref = out.to_numpy(name), want[name]
         if name == "z":
