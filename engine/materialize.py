@@ -9,8 +9,11 @@ array is allocated once and filled block by block:
   parallel, with no block ever allocated (``execute.run_local_into``);
 * when they run in worker processes, the blocks are gathered and copied into place.
 
-A large result is faulted in from every core before the tasks run (``engine/memory.py:
-touch_pages``): Alpha158 on 1000 x 2000 in float64, 1.90 -> 1.71 s per call.
+A large result split into several symbol blocks is faulted in from every core before the tasks
+run (``engine/memory.py: touch_pages``): Alpha158 on 1000 x 2000 in float64 (blocks of 500
+symbols), 1.90 -> 1.71 s per call. Results in full-width blocks (each task writes whole rows,
+contiguous memory) gain nothing from it and are left alone (measured: bench_compute's 4000 x
+5000, blocks of 667 x 5000, 1.31 s either way).
 """
 from __future__ import annotations
 
@@ -45,7 +48,10 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
     for arr, origins in zip(arrays, origins_list):
         scheduler = get_scheduler(collections=[arr]) or dask.threaded.get
         target = np.empty(arr.shape, arr.dtype)
-        touch_pages(target)  # fault it in from every core now, not row piece by row piece in the kernels
+        if len(arr.chunks[-1]) > 1:
+            # blocks narrower than a row write strided row pieces: fault the result in from every
+            # core now rather than one row piece at a time inside the kernels
+            touch_pages(target)
         hlg = arr.__dask_graph__()
         graph = dict(hlg)
         in_process = _in_process(scheduler)

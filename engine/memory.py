@@ -26,15 +26,17 @@ guest serves small pages from free fragments it still holds). Advising the resul
 threads or two processes faulting at once each keep that rate); ``MADV_POPULATE_WRITE`` of the
 whole result first would take 0.7 s on one thread (0.86 s with the fill).
 
-What does pay is to fault the result in *before* the tasks write it, by zeroing it from one thread
-per core (:func:`touch_pages`, called by ``engine/materialize.py`` for results of 64 MiB or
-more): written in place by the kernels, the result's pages are faulted in one 4 KiB row piece at a
-time in the middle of vectorised loops (Alpha158's blocks write rows of 500 doubles, 4,000 bytes,
-into rows 16,000 bytes apart), which costs the call ~0.9 s over backed memory; zeroed in two
-contiguous halves by two threads first it costs ~0.6 s, and the kernels then write into memory
-that is already there. Alpha158 embedded, 1000 x 2000, float64, paired calls alternating:
-1.90 -> 1.71 s (median of 6 each, previous result dropped), first call of a process 1.97-2.06 ->
-1.68-1.74 s.
+What does pay, for a result split into symbol blocks, is to fault it in *before* the tasks write
+it, by zeroing it from one thread per core (:func:`touch_pages`, called by
+``engine/materialize.py`` for such results of 64 MiB or more): written in place by the kernels,
+the result's pages are faulted in one 4 KiB row piece at a time in the middle of vectorised loops
+(Alpha158's blocks write rows of 500 doubles, 4,000 bytes, into rows 16,000 bytes apart), which
+costs the call ~0.9 s over backed memory; zeroed in two contiguous halves by two threads first it
+costs ~0.6 s, and the kernels then write into memory that is already there. Alpha158 embedded,
+1000 x 2000, float64, paired calls alternating: 1.90 -> 1.71 s and 1.93 -> 1.76 s (medians,
+previous result dropped), float32 1.12 -> 1.06 s, first call of a process 1.97-2.06 -> 1.68-1.74
+s; Alpha101 8.27 vs 8.47 s (no gain). Full-width blocks write contiguous memory and gain nothing
+(bench_compute, 4000 x 5000 in blocks of 667 x 5000: 1.31 s either way), so they are not touched.
 
 Worker processes get two more settings (:func:`configure_worker_process`, run by the worker
 preload and the warm-up plugin):

@@ -143,9 +143,10 @@ def test_composite_factors_are_chunk_invariant(chunks):
 
 
 def test_result_faulted_in_first_is_fully_overwritten(monkeypatch):
-    """The result array is zeroed from several threads before the tasks write it in place
-    (engine/memory.py: touch_pages, for results of TOUCH_MIN_BYTES or more); with the threshold at
-    0 every result here takes that path, and every cell must still come from the tasks."""
+    """A result split into symbol blocks is zeroed from several threads before the tasks write it
+    in place (engine/memory.py: touch_pages, for results of TOUCH_MIN_BYTES or more); with the
+    threshold at 0 every such result here takes that path, and every cell must still come from
+    the tasks."""
     import importlib
 
     memory = importlib.import_module("factorflow.engine.memory")
@@ -164,6 +165,10 @@ def test_result_faulted_in_first_is_fully_overwritten(monkeypatch):
     with ff.cluster.local(n_workers=2, threads_per_worker=1, dashboard_address=None):
         _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 64, "symbol": 6}), "touched, embedded cluster")
     assert len(used) >= 2 and all(n == 3 for _, n in used), used
+    # full-width blocks write whole rows (contiguous memory): not touched
+    before = len(used)
+    _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 50, "symbol": -1}), "full-width blocks")
+    assert len(used) == before
 
 
 def _check_composites(out, chunks):
