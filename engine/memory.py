@@ -100,9 +100,7 @@ def configure_numpy_hugepages() -> bool | None:
     return enable
 
 
-TOUCH_MIN_BYTES = 64 * 2**20  # below this, one thread's page faults are not worth a thread pool
-_touch_pool = None
-_touch_lock = threading.Lock()
+TOUCH_MIN_BYTES = 64 * 2**20  # below this, one thread's page faults are not worth extra threads
 
 
 def _threads() -> int:
@@ -118,7 +116,9 @@ def touch_pages(a, threads: int | None = None) -> int:
     at once (default: one per available core, at most 8); returns the threads used (0: not
     touched, below ``TOUCH_MIN_BYTES`` or not contiguous). See the module docstring for why.
 
-    NumPy's ``fill`` releases the GIL, so the pieces are zeroed in parallel.
+    NumPy's ``fill`` releases the GIL, so the pieces are zeroed in parallel: one by the calling
+    thread, the others by threads started for the call (~0.1 ms; no pool kept between calls, so
+    nothing for a forked child process to inherit).
 
     Examples
     --------
@@ -130,23 +130,19 @@ def touch_pages(a, threads: int | None = None) -> int:
     >>> touch_pages(np.empty(10))  # small arrays are left to fault in where they are written
     0
     """
-    global _touch_pool
     if a.nbytes < TOUCH_MIN_BYTES or not a.flags.c_contiguous:
         return 0
     flat = a.reshape(-1)
     n = _threads() if threads is None else max(1, int(threads))
     step = -(-flat.size // n)
     pieces = [flat[i:i + step] for i in range(0, flat.size, step)]
-    if len(pieces) == 1:
-        flat.fill(0)
-        return 1
-    with _touch_lock:
-        if _touch_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _touch_pool = ThreadPoolExecutor(8, thread_name_prefix="factorflow-touch")
-    for f in [_touch_pool.submit(p.fill, 0) for p in pieces]:
-        f.result()
+    helpers = [threading.Thread(target=p.fill, args=(0,), name="factorflow-touch", daemon=True)
+               for p in pieces[1:]]
+    for t in helpers:
+        t.start()
+    pieces[0].fill(0)
+    for t in helpers:
+        t.join()
     return len(pieces)
 
 

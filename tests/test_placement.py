@@ -107,3 +107,24 @@ def test_configure_worker_process_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k not in ("POLARS_MAX_THREADS", "FACTORFLOW_MALLOC_MMAP_THRESHOLD")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_touch_pages_zeroes_in_parallel_also_in_a_forked_child():
+    """engine/memory.py: touch_pages zeroes a result from several threads, also in a process
+    forked after it ran (Dask's and users' multiprocessing may fork a process that used it)."""
+    code = (
+        "import os, numpy as np\n"
+        "from factorflow.engine.memory import touch_pages\n"
+        "a = np.full((2, 1000, 5000), 7.0)\n"
+        "assert touch_pages(a, threads=3) == 3 and not a.any()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    b = np.full((2, 1000, 5000), 7.0)\n"
+        "    os._exit(0 if touch_pages(b, threads=3) == 3 and not b.any() else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "assert os.waitstatus_to_exitcode(status) == 0, status\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
