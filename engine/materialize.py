@@ -9,11 +9,12 @@ array is allocated once and filled block by block:
   parallel, with no block ever allocated (``execute.run_local_into``);
 * when they run in worker processes, the blocks are gathered and copied into place.
 
-A large result split into several symbol blocks is faulted in from every core before the tasks
-run (``engine/memory.py: touch_pages``): Alpha158 on 1000 x 2000 in float64 (blocks of 500
-symbols), 1.90 -> 1.71 s per call. Results in full-width blocks (each task writes whole rows,
-contiguous memory) gain nothing from it and are left alone (measured: bench_compute's 4000 x
-5000, blocks of 667 x 5000, 1.31 s either way).
+A large result split into several symbol blocks and written in place by tasks of this process
+is faulted in from every core before they run (``engine/memory.py: touch_pages``): Alpha158 on
+1000 x 2000 in float64 (blocks of 500 symbols), 1.90 -> 1.71 s per call. Results in full-width
+blocks (each task writes whole rows, contiguous memory) gain nothing from it (bench_compute's
+4000 x 5000 in blocks of 667 x 5000: 1.31 s either way), and results gathered from worker
+processes would only see their workers wait for it: both are left alone.
 """
 from __future__ import annotations
 
@@ -48,10 +49,6 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
     for arr, origins in zip(arrays, origins_list):
         scheduler = get_scheduler(collections=[arr]) or dask.threaded.get
         target = np.empty(arr.shape, arr.dtype)
-        if len(arr.chunks[-1]) > 1:
-            # blocks narrower than a row write strided row pieces: fault the result in from every
-            # core now rather than one row piece at a time inside the kernels
-            touch_pages(target)
         hlg = arr.__dask_graph__()
         graph = dict(hlg)
         in_process = _in_process(scheduler)
@@ -61,6 +58,12 @@ def materialize(arrays, origins_list) -> list[np.ndarray]:
             scheduler = functools.partial(scheduler, resources=resources)
         keys = [k for k in _flat(arr.__dask_keys__())]
         if origins and in_process:
+            if len(arr.chunks[-1]) > 1:
+                # the tasks (threads of this process) will write strided row pieces of blocks
+                # narrower than a row: fault the result in from every core first rather than one
+                # row piece at a time inside the kernels. Not for results gathered from worker
+                # processes: touching before submitting would only delay those workers
+                touch_pages(target)
             token = uuid.uuid4().hex
             TARGETS[token] = target
             try:

@@ -168,6 +168,9 @@ def test_result_faulted_in_first_is_fully_overwritten(monkeypatch):
     # full-width blocks write whole rows (contiguous memory): not touched
     before = len(used)
     _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 50, "symbol": -1}), "full-width blocks")
+    # blocks gathered from a worker process: touching first would only make the worker wait
+    with ff.cluster.local(processes=True, n_workers=1, threads_per_worker=1, dashboard_address=None):
+        _check_composites(ff.compute(COMPOSITES, PANEL, chunks={"time": 64, "symbol": 6}), "worker process")
     assert len(used) == before
 
 
