@@ -1504,8 +1504,6 @@ def _order_quantile(buf, m, q):
     return a + (b - a) * (pos - lo) if b != a else a
 
 
-
-
 @kernel
 def ts_median(x, window, min_periods, out):
     """Median of the valid values of the window (mean of the two middle ones for an even count)."""
