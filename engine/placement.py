@@ -125,12 +125,13 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
     """A HighLevelGraph of ``dsk`` whose tasks each prefer one worker (loose restrictions).
 
     ``sinks`` (output partitions in time order) are dealt to ``workers`` (``{address: nthreads}``)
-    in contiguous runs, in proportion to their threads; every other task goes to the worker most
-    of its dependents went to (ties: the earlier worker: a halo or a scan carry read by the next
-    block belongs to the block it comes from). So each worker computes the bars, stage blocks and
-    commits of its own date range, and only halos and scan carries cross between workers; the
+    in contiguous runs, in proportion to their threads; every other task goes to the worker of the
+    earliest sink that depends on it (a halo or a scan carry read by the next block belongs to
+    the block it comes from). So each worker computes the bars, stage blocks and commits of its
+    own date range, and only halos and scan carries cross between workers, forward in time; the
     tasks such a crossing waits for, and their ancestors on the same worker, get priority 1 (they
-    run before the worker's other tasks, so the other worker does not idle).
+    run before the worker's other tasks, so the other worker does not idle), as do the ``free``
+    keys.
 
     The restrictions are loose (``allow_other_workers``): a task whose worker died, or that work
     stealing moves to an idle worker, runs elsewhere. Tasks no sink depends on (the saved state)
@@ -163,16 +164,19 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
     deps = {k: get_dependencies(dsk, k) for k in dsk}
     dependents = reverse_dict(deps)
     free = set(free)
+    # every other task goes with the first partition that needs it: halos and scan carries are
+    # read by later blocks, so they stay with the block they come from and only they travel
+    # forward (a vote of dependents would move a scan block whose carry and halo the next
+    # block reads to that block's worker, and with it every input of the scan)
+    first = {key: k for k, key in enumerate(sinks)}
     for key in reversed(toposort(dsk, dependencies=deps)):
-        if key in owner or key in free:
+        if key in first:
             continue
-        votes = np.zeros(len(addresses), dtype=np.int64)
-        for d in dependents.get(key, ()):
-            w = owner.get(d)
-            if w is not None:
-                votes[w] += 1
-        if votes.any():
-            owner[key] = int(np.argmax(votes))  # argmax: the earlier worker on ties
+        needs = [first[d] for d in dependents.get(key, ()) if d in first]
+        if needs:
+            first[key] = min(needs)
+            if key not in free:
+                owner[key] = owner[sinks[first[key]]]
     # what another worker waits for (scan carries, halos) runs first on its own worker, with all
     # its ancestors there: otherwise the other worker idles until this one gets round to it
     urgent: set = set()
@@ -192,7 +196,12 @@ def pin_to_workers(dsk: dict, sinks: list, workers: dict, annotations: dict | No
                 if flag:
                     ann["priority"] = 1
                 layers[f"ff-pin-{w}" + ("-first" if flag else "")] = MaterializedLayer(tasks, annotations=ann)
-    rest = {k: v for k, v in dsk.items() if k not in owner}
+    # free keys (row slices of a block for a partition on another worker): as soon as the block
+    # is there, before the commits of the block's own worker
+    crossing = {k: dsk[k] for k in free if k in dsk}
+    if crossing:
+        layers["ff-pin-free-first"] = MaterializedLayer(crossing, annotations={**extra, "priority": 1})
+    rest = {k: v for k, v in dsk.items() if k not in owner and k not in crossing}
     if rest:
         layers["ff-pin-free"] = MaterializedLayer(rest, annotations=extra or None)
     return HighLevelGraph(layers, {name: set() for name in layers})

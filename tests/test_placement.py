@@ -16,10 +16,11 @@ from factorflow.engine.placement import pin_to_workers
 W = {"tcp://127.0.0.1:2": 1, "tcp://127.0.0.1:1": 1}  # sorted: ...:1 is worker 0
 
 
-def job_graph(days=8, per_block=2):
+def job_graph(days=8, per_block=2, halo=False):
     """The shape of a `factorflow run` graph: bars per date (roots) -> stage blocks of
     ``per_block`` dates -> a scan whose carry crosses blocks -> one commit per date, plus a
-    state task reading every block."""
+    state task reading every block. ``halo``: each final block also reads the previous scan
+    block (the halo rows of a window stage over the scan's output)."""
     dsk = {}
     for d in range(days):
         dsk[("bars", d)] = (add, d, 0)
@@ -28,6 +29,8 @@ def job_graph(days=8, per_block=2):
         dsk[("local", b)] = (sum, [("bars", d) for d in range(b * per_block, (b + 1) * per_block)])
         dsk[("scan", b)] = (add, ("local", b), ("scan", b - 1)) if b else (add, ("local", b), 0)
         dsk[("final", b)] = (add, ("scan", b), ("local", b))
+        if halo and b:
+            dsk[("final", b)] = (sum, [("scan", b), ("local", b), ("scan", b - 1)])
         for d in range(b * per_block, (b + 1) * per_block):
             dsk[("commit", d)] = (add, ("final", b), d)
     dsk["state"] = (sum, [("scan", b) for b in range(blocks)])
@@ -67,6 +70,31 @@ def test_what_another_worker_waits_for_runs_first():
         assert ann[k].get("priority") == 1, k
     for k in [("final", 0), ("final", 1), ("commit", 0), ("scan", 2), ("bars", 5)]:
         assert "priority" not in ann[k], k
+
+
+def test_halo_and_carry_stay_with_the_block_they_come_from():
+    """A scan block read by the next block twice (its carry and its halo rows) and by its own
+    block once stays on its own worker: moved to the next one, it would pull its inputs (every
+    bars block of its dates) across."""
+    dsk, commits = job_graph(halo=True)
+    ann = _annotations(pin_to_workers(dsk, commits, W))
+    first, second = "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"
+    for b in range(4):
+        want = [first] if b < 2 else [second]
+        assert ann[("scan", b)]["workers"] == want and ann[("local", b)]["workers"] == want, b
+    assert ann[("scan", 1)].get("priority") == 1  # the next worker waits for it
+
+
+def test_free_row_slices_run_first_where_the_scheduler_puts_them():
+    """A partition straddling two blocks reads row slices of both (``free``): unpinned, and run
+    before the other commits of the worker that holds the block."""
+    dsk, commits = job_graph()
+    dsk[("rows", 0)] = (add, ("final", 1), 0)  # a partition of worker 1 reading rows of block 1
+    dsk[commits[4]] = (add, ("final", 2), ("rows", 0))
+    ann = _annotations(pin_to_workers(dsk, commits, W, free=[("rows", 0)]))
+    assert "workers" not in ann[("rows", 0)] and ann[("rows", 0)]["priority"] == 1
+    assert "priority" not in ann[commits[2]]
+    assert ann[("final", 1)]["workers"] == ["tcp://127.0.0.1:1"]
 
 
 def test_thread_shares_and_extra_annotations():
