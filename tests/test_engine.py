@@ -87,6 +87,12 @@ def test_chunk_choice_rules():
     # with a cross-section: split time, keep blocks >= 4 x halo
     plan = make_plan({"a": "cs_rank(ts_mean(close, 50))"}, (4000, 5000), ["close"], nthreads=2)
     assert plan.grid[1] == 1 and plan.grid[0] >= 4 and min(plan.tchunks[:-1]) >= 4 * 49
+    # ... into one block per thread when there is a halo, the first longer by the halo rows the
+    # others recompute (bench_cluster's job: 20 days of 1min bars, 239-row halo)
+    plan = make_plan({"a": "cs_rank(ts_rank(close, 240))"}, (7800, 500), ["close"], nthreads=2)
+    assert plan.tchunks == (4020, 3780) and plan.schunks == (500,)
+    assert make_plan({"a": "cs_rank(ts_rank(close, 240))"}, (7800, 500), ["close"], nthreads=1).tchunks == (7800,)
+    assert make_plan({"a": "cs_rank(close)"}, (7800, 500), ["close"], nthreads=2).grid == (4, 1)  # no halo
     # tiny series with a huge window: never blocks shorter than 4 x halo
     plan = make_plan({"a": "ts_mean(close, 500)"}, (3000, 8), ["close"], nthreads=8)
     assert min(plan.tchunks[:-1] or plan.tchunks) >= min(3000, 4 * 499)
