@@ -470,10 +470,10 @@ def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: i
     state chain -- but keep symbol blocks >= 64 wide for SIMD; (4) with cross-sectional stages,
     split time (those stages need whole rows); then, with a halo, into one block per thread
     rather than two (unless (1) needs more), each block after the first shorter by the halo rows
-    it recomputes, so all are of equal work (:func:`halo_balanced`; measured on bench_cluster's
-    job, 7800 x 500 with a 239-row halo on 2 workers: 4 x 1950 rows 1.88 s, 4020 + 3780 rows
-    1.81 s); (5) a time block is at least 4x the largest stage halo, so halo rows cost at most
-    ~25% extra.
+    it recomputes, so all are of equal work (:func:`halo_balanced`; bench_cluster's job, 7800 x
+    500 rows with a 239-row halo: 2 workers get 4020 + 3780 rows instead of 4 x 1950, 1 worker
+    one block instead of 2); (5) a time block is at least 4x the largest stage halo, so halo rows
+    cost at most ~25% extra.
     """
     T, N = shape
     if T == 0 or N == 0:
