@@ -520,12 +520,13 @@ def halo_balanced(T: int, nt: int, halo: int) -> tuple[int, ...]:
     >>> halo_balanced(100, 3, 10)  # 40, 30 + 10, 30 + 10
     (40, 30, 30)
     """
+    nt = min(nt, T)
     if nt <= 1:
         return (T,) if T else ()
-    rest, extra = divmod(T - halo, nt)
+    rest, extra = divmod(T - halo, nt)  # blocks after the first: `rest` rows, some one more
     if rest < 1:  # a halo as long as the axis: plain even blocks
         base, extra = divmod(T, nt)
-        return tuple([base + 1] * extra + [base] * (nt - extra))  # the blocks after the first: `rest` rows (+1 for `extra`)
-    first = T - (nt - 1) * rest - max(0, extra - 1)
-    out = [first] + [rest + 1] * max(0, extra - 1) + [rest] * (nt - 1 - max(0, extra - 1))
-    return tuple(out)
+        return tuple([base + 1] * extra + [base] * (nt - extra))
+    longer = max(0, extra - 1)  # the first takes one of the `extra` rows, as many others one each
+    first = T - (nt - 1) * rest - longer  # = rest + halo (+1)
+    return (first,) + (rest + 1,) * longer + (rest,) * (nt - 1 - longer)
