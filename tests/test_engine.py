@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import factorflow as ff
-from factorflow.engine.plan import make_plan
+from factorflow.engine.plan import halo_balanced, make_plan
 
 from patterns import assert_close, make_patterned
 
@@ -96,6 +96,17 @@ def test_chunk_choice_rules():
     # tiny series with a huge window: never blocks shorter than 4 x halo
     plan = make_plan({"a": "ts_mean(close, 500)"}, (3000, 8), ["close"], nthreads=8)
     assert min(plan.tchunks[:-1] or plan.tchunks) >= min(3000, 4 * 499)
+
+
+def test_halo_balanced_blocks_are_of_equal_work():
+    for T in range(0, 160):
+        for nt in range(1, 7):
+            for halo in (0, 1, 7, 30):
+                got = halo_balanced(T, nt, halo)
+                assert sum(got) == T and len(got) == min(nt, T) and all(r >= 1 for r in got), (T, nt, halo, got)
+                if len(got) > 1 and T - halo >= nt:  # rows + the halo each block recomputes
+                    work = [got[0]] + [r + halo for r in got[1:]]
+                    assert max(work) - min(work) <= 1, (T, nt, halo, got)
 
 
 def test_user_chunks_validated():
