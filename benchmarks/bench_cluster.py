@@ -165,6 +165,7 @@ def main() -> int:
     whole = {1: [], 2: []}
     cpu = {1: [], 2: []}
     streams = {1: [], 2: []}  # stream_stats of every timed run
+    plans = {}  # the job's plan line per worker count (stages, tasks, block grid, lookback)
     per_task, summary = None, None
     try:
         for r in range(args.rounds):
@@ -178,8 +179,12 @@ def main() -> int:
                     phases, stats = [], []
 
                     def job(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client):
+                        def echo(line, n=n):  # keep the planner's line: "plan: ... grid ..."
+                            if line.startswith("plan:"):
+                                plans[n] = line[len("plan:"):].strip()
+
                         with get_task_stream(client=client) as ts:
-                            s = run_job(spec, echo=lambda _: None)
+                            s = run_job(spec, echo=echo)
                         phases.append(s["compute_seconds"])
                         stats.append(stream_stats(ts.data, n, s["compute_seconds"]))
                         return s
@@ -201,6 +206,8 @@ def main() -> int:
         med = {n: statistics.median(v) for n, v in runs.items()}
         print(f"\njob: {len(FACTORS)} factors, 1min bars, {args.symbols} symbols x {args.days} days "
               f"({summary['rows']:,} rows, {summary['cells']:,} cells, {summary['written']} partitions)")
+        for n in (1, 2):
+            print(f"{n} worker(s): plan {plans.get(n, '?')}")
         for n in (1, 2):
             print(f"{n} worker(s): compute+write median {med[n]:.2f} s of {len(runs[n])} "
                   f"({args.rounds} rounds x {args.repeat}; whole run incl. planning {statistics.median(whole[n]):.2f} s), "

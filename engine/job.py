@@ -23,6 +23,7 @@ and, for a worker that died or ran out of memory, suggests smaller chunks).
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import sys
 import time
@@ -548,8 +549,8 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
          f"{len(prep.out_dates)} dates {prep.out_dates[0]} .. {prep.out_dates[-1]}"
          + (f" (+{len(prep.dates) - len(prep.out_dates)} dates of history)" if spec.incremental else "")
          + f"; {len(skipped)} partitions already committed, {len(to_write)} to compute")
-    echo(f"plan: {len(plan.stages)} stages, {plan.n_tasks} tasks, grid {plan.grid[0]} x {plan.grid[1]} blocks, "
-         f"lookback {h} rows")
+    echo(f"plan: {len(plan.stages)} stages, {plan.n_tasks} tasks, grid {plan.grid[0]} x {plan.grid[1]} blocks "
+         f"({_runs(plan.tchunks)} rows x {_runs(plan.schunks)} symbols), lookback {h} rows")
     # The graph is written by hand: one commit task per partition reading the final-stage blocks
     # it overlaps. (Passing `arr[:, a:b]` to dask.delayed would optimise each slice's graph on its
     # own: fused, renamed copies of the shared blocks, computed once per partition.) Commits are
@@ -630,6 +631,15 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
                "state_saved": bool(need_state), "dashboard": cluster.dashboard_link}
     echo(summary_table(summary))
     return summary
+
+
+def _runs(sizes) -> str:
+    """Block sizes, runs of equal ones counted: ``(4020, 3780, 3780)`` -> ``'4020, 2 x 3780'``."""
+    out = []
+    for size, group in itertools.groupby(sizes):
+        n = len(list(group))
+        out.append(f"{n} x {size}" if n > 1 else str(size))
+    return ", ".join(out)
 
 
 def _rows(block, lo: int, hi: int):

@@ -368,3 +368,11 @@ def test_manifest_checksums_the_file_written_and_detects_damage(tmp_path):
     assert read_manifest(str(d)) is None  # truncated
     (d / "part-0.parquet").write_bytes(data)
     assert read_manifest(str(d)) is not None
+
+
+def test_plan_line_names_the_block_sizes():
+    from factorflow.engine.job import _runs
+
+    assert _runs((4020, 3780)) == "4020, 3780"
+    assert _runs((6030, 5790, 5790, 5790)) == "6030, 3 x 5790"
+    assert _runs((500,)) == "500"
