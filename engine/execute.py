@@ -84,7 +84,9 @@ class InputLayout:
     ``bands`` is a list of row bands (top to bottom); each band a list of pieces
     ``(arg_index, row_slice, col_slice)`` (left to right) into the task's block arguments.
     ``index`` selects the node inside a 3-D block; ``tuple_output`` marks blocks that are
-    ``(block, state)`` pairs from recursive stages.
+    ``(block, state)`` pairs from recursive stages. ``pad`` rows above the bands (counted in
+    ``rows``) are NaN: halo rows of the stage that no output needs from this input
+    (``engine/graph.py: _input_needs``), so the task does not read the block they lie in.
     """
 
     index: int
@@ -92,6 +94,7 @@ class InputLayout:
     rows: int
     cols: int
     tuple_output: bool = False
+    pad: int = 0
 
 
 def _piece(blocks, layout: InputLayout, arg: int, rs: slice, cs: slice) -> np.ndarray:
@@ -104,14 +107,16 @@ def _piece(blocks, layout: InputLayout, arg: int, rs: slice, cs: slice) -> np.nd
 def assemble(blocks, layout: InputLayout, dtype, owned: list) -> np.ndarray:
     """The input array for one node: a view when one block covers it, else a copy."""
     bands = layout.bands
-    if len(bands) == 1 and len(bands[0]) == 1:
+    if len(bands) == 1 and len(bands[0]) == 1 and not layout.pad:
         arg, rs, cs = bands[0][0]
         a = _piece(blocks, layout, arg, rs, cs)
         if a.dtype == dtype and a.flags.c_contiguous:
             return a
     out = _arena.take((layout.rows, layout.cols), dtype)
     owned.append(out)
-    r = 0
+    r = layout.pad
+    if r:
+        out[:r] = np.nan
     for band in bands:
         c = 0
         h = 0

@@ -5,6 +5,9 @@ One task per block per stage (one per time block for cross-sectional stages), ke
 ``(n_factors, T, N)``. Tasks take the blocks they read as arguments (neighbouring time blocks for
 the halo, the previous block's state for scans, every symbol block of a time block for
 cross-sections) and assemble them themselves, so there are no separate overlap or rechunk tasks.
+A scan reads the previous block's states through a tiny ``(name-carry, i, j)`` key, and each input
+of a local stage only the halo rows its outputs need (``_input_needs``), so on a cluster a block
+travels to the next worker only for rows that are read.
 
 Input data: a NumPy-backed field is handed to tasks directly when the graph runs in this
 process (threads: zero-copy), and scattered once to the workers, block by block, when a
@@ -58,15 +61,16 @@ class Source:
         self.tuple_output = tuple_output
         self.three_d = three_d
 
-    def layout(self, r0: int, r1: int, c0: int, c1: int, args: list, arg_index: dict) -> InputLayout:
-        """Layout of rows [r0, r1) x cols [c0, c1); appends the needed block refs to ``args``."""
+    def layout(self, r0: int, r1: int, c0: int, c1: int, args: list, arg_index: dict, pad: int = 0) -> InputLayout:
+        """Layout of rows [r0, r1) x cols [c0, c1), below ``pad`` NaN rows; appends the needed
+        block refs to ``args``."""
         if self.array is not None:
             key = ("array", id(self.array))
             if key not in arg_index:
                 arg_index[key] = len(args)
                 args.append(self.array)
             return InputLayout(self.index, (((arg_index[key], slice(r0, r1), slice(c0, c1)),),),
-                               r1 - r0, c1 - c0)
+                               r1 - r0 + pad, c1 - c0, pad=pad)
         bands = []
         bi = bisect.bisect_right(self.toff, r0) - 1
         while bi < len(self.toff) - 1 and self.toff[bi] < r1:
@@ -85,7 +89,7 @@ class Source:
                 bj += 1
             bands.append(tuple(band))
             bi += 1
-        return InputLayout(self.index, tuple(bands), r1 - r0, c1 - c0, self.tuple_output)
+        return InputLayout(self.index, tuple(bands), r1 - r0 + pad, c1 - c0, self.tuple_output, pad)
 
 
 def _active_client():
@@ -170,6 +174,7 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
         dsk: dict = {}
         if stage.kind == "local":
             program = _local_program(plan, stage)
+            needs = _input_needs(nodes, stage)
             for i in range(nt):
                 r0, r1 = toff[i], toff[i + 1]
                 skip = min(stage.halo, r0)
@@ -178,7 +183,10 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
                     c0, c1 = soff[j], soff[j + 1]
                     args: list = []
                     index: dict = {}
-                    layouts = tuple(where[m].layout(r0 - skip, r1 + tail, c0, c1, args, index) for m in stage.inputs)
+                    # every input spans the stage's halo; rows of it that no output needs are NaN
+                    # padding, not read from the block above (which then need not travel here)
+                    layouts = tuple(where[m].layout(r0 - min(skip, needs[m]), r1 + tail, c0, c1, args, index,
+                                                    pad=skip - min(skip, needs[m])) for m in stage.inputs)
                     dsk[(name, 0, i, j)] = (run_local, program, layouts, (skip, tail), r1 - r0, c1 - c0, dtype_str,
                                             *args)
                     if stage.final:
@@ -205,7 +213,7 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
                         dsk[(name, 0, i, j)] = (_nan_scan_block, len(texts), r1 - r0, c1 - c0, dtype_str)
                         continue
                     a = max(r0, stage_start)
-                    first = start if r0 <= stage_start else (name, 0, i - 1, j)
+                    first = start if r0 <= stage_start else _carry_key(dsk, name, i - 1, j)
                     args, index = [], {}
                     layouts = tuple(where[m].layout(a, r1, c0, c1, args, index) for m in stage.inputs)
                     if a > r0:
@@ -250,6 +258,46 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
     return graph, final_name, chunks, keep, origins
 
 
+CARRY = "-carry"  # suffix of the keys holding a scan block's states alone (carry_keys)
+
+
+def _carry_key(dsk: dict, name: str, i: int, j: int):
+    """The key of block ``(i, j)``'s ``(None, states)``, added to ``dsk``: the next block's scan
+    reads only the states, so only they travel when the two blocks run on different workers
+    (the block itself is rows x symbols per operator)."""
+    key = (name + CARRY, i, j)
+    dsk[key] = (_carry, (name, 0, i, j))
+    return key
+
+
+def _carry(pair):
+    return None, pair[1]
+
+
+def carry_keys(dsk) -> list:
+    """The state-only carry keys of a graph: tiny tasks best run beside the block they read
+    (``engine/job.py`` leaves them unpinned)."""
+    return [k for k in dsk if isinstance(k, tuple) and isinstance(k[0], str) and k[0].endswith(CARRY)]
+
+
+def _input_needs(nodes, stage) -> dict[int, int]:
+    """Rows above a block each input of a local stage must hold real values for: the longest
+    chain of lookbacks from the input to what the stage outputs (the largest is the stage's
+    halo). An input only element-wise operators read needs none.
+
+    A node's rows above that are computed from NaN padding and are wrong, but nothing the stage
+    outputs reads them: a window operator's value at a row depends only on its window.
+    """
+    need: dict[int, int] = {}
+    for m in reversed(stage.nodes):  # topological order: every consumer before its inputs
+        n = nodes[m]
+        own = need.get(m, 0) + n.own_lookback
+        for a in n.args:
+            if need.get(a, -1) < own:
+                need[a] = own
+    return {m: need.get(m, 0) for m in stage.inputs}
+
+
 def _nan_scan_block(n_ops: int, rows: int, cols: int, dtype_str: str):
     """A recursive stage's block before its scan starts (``stage_start``): NaN, no state."""
     return np.full((n_ops, rows, cols), np.nan, np.dtype(dtype_str)), None
@@ -278,7 +326,7 @@ def _snapshot(name, j, program, stage, where, toff, c0, c1, dtype_str, stage_sta
     if row == r1:
         return (name, 0, i, j)
     a = max(r0, stage_start)
-    prev = start if r0 <= stage_start else (name, 0, i - 1, j)
+    prev = start if r0 <= stage_start else _carry_key(dsk, name, i - 1, j)
     args, index = [], {}
     layouts = tuple(where[m].layout(a, row, c0, c1, args, index) for m in stage.inputs)
     key = (f"{name}-snap", j)

@@ -603,6 +603,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
         with report:
             from dask.optimization import cull
 
+            from .graph import carry_keys
             from .materialize import _resources
             from .placement import pin_to_workers
 
@@ -610,7 +611,7 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
             dsk, _ = cull(dsk, todo)  # only what the missing partitions (and the state) need
             workers = {a: w.get("nthreads", 1) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
             pinned = pin_to_workers(dsk, commits, workers, {"resources": resources} if resources else None,
-                                    free=slices)
+                                    free=slices + carry_keys(dsk))
             futures = client.get(pinned if pinned is not None else dsk, todo, sync=False, resources=resources)
             bar = _Progress(futures, echo, len(commits)) if progress else None
             try:

@@ -135,7 +135,8 @@ class Plan:
 
     @property
     def n_tasks(self) -> int:
-        """Tasks of the computation proper (input slicing and gathering excluded)."""
+        """Tasks of the computation proper (input slicing, gathering and the tiny tasks passing a
+        scan block's states to the next, ``engine/graph.py: _carry_key``, excluded)."""
         return sum(self.stage_tasks(s) for s in self.stages)
 
     @property

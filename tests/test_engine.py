@@ -98,6 +98,37 @@ def test_chunk_choice_rules():
     assert min(plan.tchunks[:-1] or plan.tchunks) >= min(3000, 4 * 499)
 
 
+def test_stage_inputs_take_only_the_halo_rows_their_outputs_need():
+    """A local stage's input that only element-wise operators read takes no rows of the block
+    above (NaN padding stands in for them), and a scan block reads only the previous block's
+    states: on a cluster, neither the previous scan block nor its rows travel to the next."""
+    from factorflow.engine.graph import build_graph, carry_keys
+
+    factors = {"m": "ema(close, 5) - close", "w": "ts_mean(close, 20)", "d": "ts_sum(ema(close, 5), 3)"}
+    p = ff.explain(factors, PANEL, chunks={"time": 50, "symbol": -1})
+    graph, name, *_ = build_graph(p, PANEL)
+    dsk = dict(graph)
+    rec = next(k[0] for k in dsk if isinstance(k, tuple) and "recursive" in k[0] and not k[0].endswith("-carry"))
+    final = dsk[(name, 0, 1, 0)]  # (run_local, program, layouts, (skip, tail), rows, cols, dtype, *args)
+    layouts, (skip, _), args = final[2], final[3], final[7:]
+    assert skip == 19
+    pads = sorted(lay.pad for lay in layouts)  # close: the whole halo; ema(close, 5): 2 rows (ts_sum)
+    assert pads == [0, skip - 2], pads
+    assert (rec, 0, 0, 0) in args  # the 2 rows ts_sum reads; without "d" it would not be an input
+    scan = dsk[(rec, 0, 1, 0)]  # (run_recursive, program, layouts, rows, cols, dtype, prev, *args)
+    assert scan[6] == (rec + "-carry", 0, 0) and dsk[scan[6]][1] == (rec, 0, 0, 0)
+    assert sorted(carry_keys(dsk)) == [(rec + "-carry", i, 0) for i in range(3)]
+    p2 = ff.explain({"m": factors["m"], "w": factors["w"]}, PANEL, chunks={"time": 50, "symbol": -1})
+    graph2, name2, *_ = build_graph(p2, PANEL)
+    args2 = dict(graph2)[(name2, 0, 1, 0)][7:]
+    assert [a[2] for a in args2 if isinstance(a, tuple) and "recursive" in a[0]] == [1]  # its own block only
+    whole = ff.compute(factors, PANEL, chunks={"time": -1, "symbol": -1})
+    for chunks in ({"time": 50, "symbol": -1}, {"time": 23, "symbol": 5}):
+        got = ff.compute(factors, PANEL, chunks=chunks)
+        for k in factors:
+            assert_close(got.to_numpy(k), whole.to_numpy(k), rtol=1e-12, what=f"{k} {chunks}")
+
+
 def test_halo_balanced_blocks_are_of_equal_work():
     for T in range(0, 160):
         for nt in range(1, 7):
