@@ -85,8 +85,9 @@ class InputLayout:
     ``(arg_index, row_slice, col_slice)`` (left to right) into the task's block arguments.
     ``index`` selects the node inside a 3-D block; ``tuple_output`` marks blocks that are
     ``(block, state)`` pairs from recursive stages. ``pad`` rows above the bands (counted in
-    ``rows``) are NaN: halo rows of the stage that no output needs from this input
-    (``engine/graph.py: _input_needs``), so the task does not read the block they lie in.
+    ``rows``) are NaN: halo rows of the stage that no output needs from this input and that lie
+    in a block the task does not otherwise read (``engine/graph.py: _input_needs``,
+    ``Source.reach``), so that block need not travel to the task.
     """
 
     index: int

@@ -61,6 +61,14 @@ class Source:
         self.tuple_output = tuple_output
         self.three_d = three_d
 
+    def reach(self, top: int, row: int) -> int:
+        """The first row a task reads for the rows from ``row`` on, its halo starting at ``top``:
+        rows above ``row`` come along as long as they lie in the block ``row`` is in (or in a NumPy
+        array this process holds: a view either way); above that block, NaN padding stands in."""
+        if self.array is not None:
+            return top
+        return max(top, self.toff[bisect.bisect_right(self.toff, row) - 1])
+
     def layout(self, r0: int, r1: int, c0: int, c1: int, args: list, arg_index: dict, pad: int = 0) -> InputLayout:
         """Layout of rows [r0, r1) x cols [c0, c1), below ``pad`` NaN rows; appends the needed
         block refs to ``args``."""
@@ -183,10 +191,15 @@ def build_graph(plan: Plan, panel, *, initial_state: dict | None = None, scan_st
                     c0, c1 = soff[j], soff[j + 1]
                     args: list = []
                     index: dict = {}
-                    # every input spans the stage's halo; rows of it that no output needs are NaN
-                    # padding, not read from the block above (which then need not travel here)
-                    layouts = tuple(where[m].layout(r0 - min(skip, needs[m]), r1 + tail, c0, c1, args, index,
-                                                    pad=skip - min(skip, needs[m])) for m in stage.inputs)
+                    # every input spans the stage's halo; rows of it that no output needs and that
+                    # lie in a block the task does not otherwise read are NaN padding (so that block
+                    # need not travel here)
+                    top = r0 - skip
+                    layouts = []
+                    for m in stage.inputs:
+                        a = where[m].reach(top, r0 - min(skip, needs[m]))
+                        layouts.append(where[m].layout(a, r1 + tail, c0, c1, args, index, pad=a - top))
+                    layouts = tuple(layouts)
                     dsk[(name, 0, i, j)] = (run_local, program, layouts, (skip, tail), r1 - r0, c1 - c0, dtype_str,
                                             *args)
                     if stage.final:
