@@ -111,6 +111,24 @@ def test_operator_matches_reference(op, args, arrays, params):
         assert_close(got, want, what=f"{formula} chunks={chunks}")
 
 
+@pytest.mark.parametrize("op,args,arrays,params", list(_cases()))
+def test_operator_beside_a_longer_halo(op, args, arrays, params):
+    """The same, computed beside a factor with a longer lookback on another field, from Dask-backed
+    fields stored in 6-row blocks: the stage's halo is then longer than this operator's inputs
+    need, and the rows above what they need that lie in blocks the task does not otherwise read
+    are NaN padding (engine/graph.py: _input_needs, Source.reach). Its values must not change."""
+    import dask.array as da
+
+    formula = _formula(op, args, params)
+    want = op.reference_function(*arrays, *params)
+    want = np.broadcast_to(np.asarray(want, dtype=np.float64), (T, N))
+    fields = {"x": X, "y": Y, "pos": POS, "grp": GRP, "z": make_patterned(T, N, seed=5)}
+    panel = ff.Panel.from_numpy({k: da.from_array(v, chunks=(6, N)) for k, v in fields.items()})
+    for chunks in ({"time": 7, "symbol": 4}, {"time": 33, "symbol": -1}):
+        out = ff.compute({"f": formula, "long": "ts_sum(z, 40)"}, panel, chunks=chunks)
+        assert_close(out.to_numpy("f"), want, what=f"{formula} beside ts_sum(z, 40), chunks={chunks}")
+
+
 @pytest.mark.parametrize("name", ["ts_mean", "ts_std", "ts_corr", "ema", "cs_rank", "ts_rank", "decay_linear"])
 def test_float32_panel(name):
     op = REGISTRY[name]
