@@ -13,6 +13,13 @@ Questions:
   (seconds the tasks computed, all workers together: the same job on 2 workers should not take
   more of it than on 1), and how busy the workers were over the compute+write wall time
   (``busy``) with the gap between the first and the last worker to finish (``tail``).
+* **The CPU account.** CPU seconds per run of every thread of the cluster's processes and of this
+  (client) process, from the job's plan line to its end (psutil, per thread, named by Python's
+  ``threading``): the workers' task threads against Dask's own work (worker event loops, other
+  worker threads such as Arrow's and Polars' pools, nannies, scheduler, client). On 1 worker
+  Dask's own work runs on the otherwise idle second core; on 2 workers it shares the two cores
+  with the tasks, so a 2-worker run cannot take less than (task CPU + Dask's CPU) / 2, and the
+  ratio cannot exceed the 1-worker time over that (printed as the *CPU bound*).
 
 Method: ``--rounds`` rounds, each starting a 1-worker cluster and then a 2-worker cluster; on each,
 ``common.measure`` (one warm-up run, then ``--repeat`` timed runs, with the CPU load of this process
@@ -58,6 +65,83 @@ FACTORS = {  # window-heavy: ts_rank and ts_median cost O(window) per cell
     "macd": "ema(close, 12) - ema(close, 26)",
     "cs": "cs_rank(ts_mean(volume, 30))",
 }
+
+
+def _thread_names() -> dict:
+    """``{native thread id: name}`` of the calling process (run in the workers and the scheduler)."""
+    import threading
+
+    return {t.native_id: t.name for t in threading.enumerate()}
+
+
+class CpuAccount:
+    """CPU seconds of every thread of a :class:`Cluster`'s processes and of this process, by role.
+
+    ``start()`` before a run and ``stop()`` after it return nothing and add one run's seconds per
+    role to ``runs``: ``tasks`` (the workers' ``Dask-Default-Threads``), ``worker loops`` (their
+    main threads: the event loop), ``other worker threads``, ``nannies``, ``scheduler`` and
+    ``client`` (this process).
+    """
+
+    ROLES = ("tasks", "worker loops", "other worker threads", "nannies", "scheduler", "client")
+
+    def __init__(self, cluster: "Cluster"):
+        import psutil
+
+        client = cluster.client
+        self.procs = []  # (kind, psutil.Process, names)
+        worker_pids = client.run(os.getpid)
+        for pid in worker_pids.values():
+            self.procs.append(("worker", psutil.Process(pid), {}))
+        self.procs.append(("scheduler", psutil.Process(client.run_on_scheduler(os.getpid)), {}))
+        for p in cluster.procs[1:]:  # `dask worker` processes: the nannies (the workers are their children)
+            self.procs.append(("nanny", psutil.Process(p.pid), {}))
+        self.procs.append(("client", psutil.Process(), {}))
+        self.client = client
+        self.worker_pids = worker_pids
+        self.runs: list[dict] = []
+        self._t0 = None
+
+    def _names(self) -> None:  # threads start lazily (the task thread on the first task): ask again
+        by_pid = {self.worker_pids[a]: names for a, names in self.client.run(_thread_names).items()}
+        for kind, proc, names in self.procs:
+            if kind == "worker":
+                names.update(by_pid.get(proc.pid, {}))
+
+    def _role(self, kind: str, names: dict, tid: int) -> str:
+        if kind != "worker":
+            return {"nanny": "nannies"}.get(kind, kind)
+        name = names.get(tid, "")
+        if name.startswith("Dask-Default-Threads"):
+            return "tasks"
+        return "worker loops" if name == "MainThread" else "other worker threads"
+
+    def _snapshot(self) -> dict:
+        out = {}
+        for kind, proc, names in self.procs:
+            for t in proc.threads():
+                out[(kind, proc.pid, t.id)] = t.user_time + t.system_time
+        return out
+
+    def start(self) -> None:
+        self._names()
+        self._t0 = self._snapshot()
+
+    def stop(self) -> None:
+        t1 = self._snapshot()
+        names = {proc.pid: names for _, proc, names in self.procs}
+        run = dict.fromkeys(self.ROLES, 0.0)
+        for (kind, pid, tid), cpu in t1.items():
+            run[self._role(kind, names[pid], tid)] += cpu - self._t0.get((kind, pid, tid), 0.0)
+        self.runs.append(run)
+
+
+def cpu_line(runs: list[dict]) -> tuple[str, float, float]:
+    """``(text, task CPU, Dask's CPU)``: medians per run over ``runs`` (CpuAccount.runs)."""
+    med = {r: statistics.median(x[r] for x in runs) for r in CpuAccount.ROLES}
+    own = sum(v for r, v in med.items() if r != "tasks")
+    parts = ", ".join(f"{r} {med[r]:.2f}" for r in CpuAccount.ROLES[1:])
+    return f"task threads {med['tasks']:.2f} CPU-s, Dask's own {own:.2f} ({parts})", med["tasks"], own
 
 
 class Cluster:
@@ -166,6 +250,7 @@ def main() -> int:
     cpu = {1: [], 2: []}
     streams = {1: [], 2: []}  # stream_stats of every timed run
     plans = {}  # the job's plan line per worker count (stages, tasks, block grid, lookback)
+    accounts = {1: [], 2: []}  # CpuAccount.runs of every timed run
     per_task, summary = None, None
     try:
         for r in range(args.rounds):
@@ -177,14 +262,17 @@ def main() -> int:
                                    scheduler_file=cluster.file, force=True, chunks=args.chunks)
                     wait_quiet(args.quiet_wait)
                     phases, stats = [], []
+                    account = CpuAccount(cluster)
 
-                    def job(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client):
+                    def job(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client, account=account):
                         def echo(line, n=n):  # keep the planner's line: "plan: ... grid ..."
                             if line.startswith("plan:"):
                                 plans[n] = line[len("plan:"):].strip()
+                                account.start()  # the compute+write phase follows the plan line
 
                         with get_task_stream(client=client) as ts:
                             s = run_job(spec, echo=echo)
+                            account.stop()
                         phases.append(s["compute_seconds"])
                         stats.append(stream_stats(ts.data, n, s["compute_seconds"]))
                         return s
@@ -192,12 +280,14 @@ def main() -> int:
                     summary, t = measure(job, repeat=args.repeat)
                     runs[n] += phases[1:]  # the first call is measure's warm-up
                     streams[n] += stats[1:]
+                    accounts[n] += account.runs[1:]
                     whole[n] += list(t.all_s)
                     cpu[n].append(t.cpu_ratio or float("nan"))
                     print(f"round {r + 1}, {n} worker(s): compute+write {', '.join(f'{x:.2f}' for x in phases[1:])} s; "
                           f"cpu/wall {t.cpu_ratio or float('nan'):.2f}, other load "
                           f"{t.other_load if t.other_load is not None else float('nan'):.2f}, "
-                          f"loadavg {os.getloadavg()[0]:.2f}; {_stream_line(stats[1:], n)}", flush=True)
+                          f"loadavg {os.getloadavg()[0]:.2f}; {_stream_line(stats[1:], n)}; "
+                          f"{cpu_line(account.runs[1:])[0]}", flush=True)
                     if n == 2 and r == args.rounds - 1:
                         wait_quiet(args.quiet_wait)
                         per_task = task_overhead(cluster.client, args.tasks)
@@ -217,6 +307,12 @@ def main() -> int:
               f"({task[2] / task[1] - 1:+.0%}); 2 workers busy "
               f"{statistics.median(x['busy'] for x in streams[2]):.0%} of the compute+write wall, tail "
               f"{statistics.median(x['tail_s'] for x in streams[2]):.2f} s (medians)")
+        for n in (1, 2):
+            print(f"CPU per run, {n} worker(s) (medians): {cpu_line(accounts[n])[0]}")
+        _, tasks2, own2 = cpu_line(accounts[2])
+        print(f"CPU bound on 2 cores: a 2-worker run needs {tasks2 + own2:.2f} CPU-s, so it takes at least "
+              f"{(tasks2 + own2) / 2:.2f} s and the ratio is at most {med[1] / ((tasks2 + own2) / 2):.2f}x "
+              f"at the 1-worker median; measured {med[1] / med[2]:.2f}x")
         print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task ({args.tasks} tasks, 2 workers; "
               "median of 3)")
         print(f"scaling 1 -> 2 workers: {med[1] / med[2]:.2f}x (target >= 1.7x); {summary['cells'] / med[1] / 1e6:.1f} -> "
