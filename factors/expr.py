@@ -62,7 +62,7 @@ class Factor:
     ``c.cs_rank()``); ``dir(c)`` lists them and ``ff.operators()`` documents them.
     """
 
-    __slots__ = ("op", "args", "params", "type", "span", "source", "_key", "_hash", "_lookback")
+    __slots__ = ("op", "args", "params", "type", "span", "source", "_key", "_hash", "_lookback", "_canonical")
 
     def __init__(self, op: str, args: tuple = (), params: tuple = (), type: str = "num",
                  span: Span | None = None, source: Source | None = None):
@@ -76,6 +76,7 @@ class Factor:
         init(self, "_key", None)
         init(self, "_hash", None)
         init(self, "_lookback", None)
+        init(self, "_canonical", None)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Factor is immutable: cannot set {name!r}; build a new node instead")
@@ -188,10 +189,15 @@ class Factor:
     # -- text ---------------------------------------------------------------------------------
     @property
     def canonical(self) -> str:
-        """Canonical formula text (native dialect); equal for equal keys."""
-        from .printer import to_text
+        """Canonical formula text (native dialect); equal for equal keys. Printed once per node
+        (a plan names its ~400 distinct Alpha158 nodes by their text on every ``ff.compute``)."""
+        text = self._canonical
+        if text is None:
+            from .printer import to_text
 
-        return to_text(self)
+            text = to_text(self)
+            object.__setattr__(self, "_canonical", text)
+        return text
 
     def __str__(self):
         return self.canonical

@@ -131,6 +131,69 @@ def test_stage_inputs_take_only_the_halo_rows_their_outputs_need():
             assert_close(got.to_numpy(k), whole.to_numpy(k), rtol=1e-12, what=f"{k} {chunks}")
 
 
+def test_stage_programs_tokenize_by_content():
+    """Dask tokenizes every graph a distributed client submits; stage programs give it the hash
+    of their pickle (``__dask_tokenize__``): equal programs built twice tokenize equal, programs
+    differing in one parameter or one kernel do not, and Dask never walks their instructions."""
+    from dask.base import tokenize
+
+    from factorflow.engine.execute import BarrierProgram, LocalProgram
+    from factorflow.engine.graph import build_graph
+
+    def programs(factors):  # every stage program of the plan's graph, by stage key
+        p = ff.explain(factors, PANEL, chunks={"time": 50, "symbol": -1})
+        graph, *_ = build_graph(p, PANEL)
+        found = {}
+        for key, task in dict(graph).items():
+            if isinstance(task, tuple):
+                for a in task:
+                    if isinstance(a, (LocalProgram, BarrierProgram)):
+                        found.setdefault(key[0].rsplit("-", 1)[0], a)
+        return found
+
+    base = {"a": "ts_mean(close, 20) / ts_std(volume, 30)", "e": "cs_rank(ema(close, 5))"}
+    one, two = programs(base), programs(dict(base))
+    assert {type(x).__name__ for x in one.values()} == {"BarrierProgram", "LocalProgram"}
+    assert sorted(one) == sorted(two)
+    for stage in one:
+        assert one[stage] is not two[stage] and one[stage] == two[stage]
+        assert tokenize(one[stage]) == tokenize(two[stage])
+    seen = {tokenize(x) for x in one.values()}
+    for changed in ({"a": "ts_mean(close, 21) / ts_std(volume, 30)", "e": "cs_rank(ema(close, 6))"},  # parameters
+                    {"a": "ts_sum(close, 20) / ts_std(volume, 30)", "e": "cs_zscore(ema(close, 5))"}):  # kernels
+        other = programs(changed)
+        assert sorted(other) == sorted(one)
+        for stage, prog in other.items():
+            if prog != one[stage]:
+                assert tokenize(prog) not in seen
+        assert sum(prog != one[stage] for stage, prog in other.items()) >= 2
+        seen |= {tokenize(x) for x in other.values()}
+
+    import dask.tokenize as dt
+
+    walked = []
+    real = dt._normalize_dataclass
+    try:
+        dt._normalize_dataclass = lambda o: walked.append(type(o).__name__) or real(o)
+        tokenize(next(x for x in one.values() if isinstance(x, LocalProgram)))
+    finally:
+        dt._normalize_dataclass = real
+    assert "Instruction" not in walked
+
+
+def test_canonical_text_is_printed_once_per_node():
+    f = ff.factor("ts_mean(close, 20) / ts_std(volume + 1, 30)")
+    from factorflow.factors.printer import to_text
+
+    assert f.canonical == to_text(f) == str(f)
+    assert f.canonical is f.canonical  # cached on the (immutable) node
+    assert f._canonical == to_text(f)
+    import pickle
+
+    g = pickle.loads(pickle.dumps(f))
+    assert g._canonical is None and g.canonical == f.canonical and g.equals(f)
+
+
 def test_halo_balanced_blocks_are_of_equal_work():
     for T in range(0, 160):
         for nt in range(1, 7):
