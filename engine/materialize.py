@@ -11,7 +11,8 @@ array is allocated once and filled block by block:
 
 A large result split into several symbol blocks and written in place by tasks of this process
 is faulted in from every core before they run (``engine/memory.py: touch_pages``): Alpha158 on
-1000 x 2000 in float64 (blocks of 500 symbols), 1.90 -> 1.71 s per call. Results in full-width
+1000 x 2000 in float64 (blocks of 500 symbols), 1.90 -> 1.71 s per call by zeroing it first, 1.96
+-> 1.68 s more by ``madvise(MADV_POPULATE_WRITE)`` instead of zeroing (paired calls). Results in full-width
 blocks (each task writes whole rows, contiguous memory) gain nothing from it (bench_compute's
 4000 x 5000 in blocks of 667 x 5000: 1.31 s either way), and results gathered from worker
 processes would only see their workers wait for it: both are left alone.

@@ -256,8 +256,8 @@ def test_composite_factors_are_chunk_invariant(chunks):
 
 
 def test_result_faulted_in_first_is_fully_overwritten(monkeypatch):
-    """A result split into symbol blocks is zeroed from several threads before the tasks write it
-    in place (engine/memory.py: touch_pages, for results of TOUCH_MIN_BYTES or more); with the
+    """A result split into symbol blocks is faulted in from several threads before the tasks write
+    it in place (engine/memory.py: touch_pages, for results of TOUCH_MIN_BYTES or more); with the
     threshold at 0 every such result here takes that path, and every cell must still come from
     the tasks."""
     import importlib

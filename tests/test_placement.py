@@ -138,18 +138,27 @@ def test_configure_worker_process_in_a_fresh_process():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_touch_pages_zeroes_in_parallel_also_in_a_forked_child():
-    """engine/memory.py: touch_pages zeroes a result from several threads, also in a process
-    forked after it ran (Dask's and users' multiprocessing may fork a process that used it)."""
+@pytest.mark.parametrize("populate", [True, False], ids=["madvise", "zeroing"])
+def test_touch_pages_faults_in_parallel_also_in_a_forked_child(populate):
+    """engine/memory.py: touch_pages faults a fresh result in from several threads (by
+    ``MADV_POPULATE_WRITE`` where the kernel has it, else by zeroing): afterwards the whole array
+    is resident, also in a process forked after it ran (Dask's and users' multiprocessing may fork
+    a process that used it)."""
     code = (
-        "import os, numpy as np\n"
-        "from factorflow.engine.memory import touch_pages\n"
-        "a = np.full((2, 1000, 5000), 7.0)\n"
-        "assert touch_pages(a, threads=3) == 3 and not a.any()\n"
+        "import os, numpy as np, psutil\n"
+        "from factorflow.engine import memory\n"
+        f"if not {populate}: memory._madvise = False\n"
+        "def check():\n"
+        "    a = np.empty((3, 1000, 5000))\n"
+        "    before = psutil.Process().memory_info().rss\n"
+        "    n = memory.touch_pages(a, threads=3)\n"
+        "    grown = psutil.Process().memory_info().rss - before\n"
+        "    a[...] = 1.0\n"  # and still an ordinary writable array
+        "    return n == 3 and grown > 0.95 * a.nbytes and a.sum() == a.size\n"
+        "assert check()\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    b = np.full((2, 1000, 5000), 7.0)\n"
-        "    os._exit(0 if touch_pages(b, threads=3) == 3 and not b.any() else 1)\n"
+        "    os._exit(0 if check() else 1)\n"
         "_, status = os.waitpid(pid, 0)\n"
         "assert os.waitstatus_to_exitcode(status) == 0, status\n"
         "print('ok')\n"
