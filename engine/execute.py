@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import resolve
+from .memory import empty
 
 __all__ = ["LocalProgram", "BarrierProgram", "run_local", "run_recursive", "run_cross_section"]
 
@@ -44,7 +45,7 @@ class _Arena(threading.local):
     emptied (the buffers are left to the garbage collector). Also the GPU backend's pool of
     pinned host staging buffers (``engine/device.py``)."""
 
-    def __init__(self, alloc=np.empty, limit: int = ARENA_LIMIT_BYTES):
+    def __init__(self, alloc=empty, limit: int = ARENA_LIMIT_BYTES):
         self.alloc = alloc
         self.limit = limit
         self.free: dict[tuple, list[np.ndarray]] = {}
@@ -186,7 +187,7 @@ def run_local(program: LocalProgram, layouts: tuple, edges: tuple, rows: int, co
     ``rows`` and ``tail`` rows after them (operators reading later rows, ``lead``); the output
     holds the block's rows only.
     """
-    out = np.empty((len(program.outputs), rows, cols), np.dtype(dtype_str))
+    out = empty((len(program.outputs), rows, cols), np.dtype(dtype_str))
     if program.backend == "gpu":
         from . import device
 
@@ -312,7 +313,7 @@ def run_recursive(program: BarrierProgram, layouts: tuple, rows: int, cols: int,
     dtype = np.dtype(dtype_str)
     owned: list[np.ndarray] = []
     inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]
-    out = np.empty((len(program.ops), rows, cols), dtype)
+    out = empty((len(program.ops), rows, cols), dtype)
     states = []
     with np.errstate(all="ignore"):
         for k, (kname, params, state_init, inp) in enumerate(program.ops):
@@ -337,7 +338,7 @@ def run_cross_section(program: BarrierProgram, layouts: tuple, rows: int, cols: 
     dtype = np.dtype(dtype_str)
     owned: list[np.ndarray] = []
     inputs = [assemble(blocks, lay, dtype, owned) for lay in layouts]
-    out = np.empty((len(program.ops), rows, cols), dtype)
+    out = empty((len(program.ops), rows, cols), dtype)
     with np.errstate(all="ignore"):
         for k, (kname, params, _, inp) in enumerate(program.ops):
             xs = _barrier_args(inputs, inp, rows, cols, dtype)

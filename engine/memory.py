@@ -72,7 +72,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["configure_numpy_hugepages", "configure_worker_process", "touch_pages"]
+__all__ = ["configure_numpy_hugepages", "configure_worker_process", "empty", "touch_pages"]
 
 _DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
 
@@ -136,23 +136,57 @@ def _libc_madvise():
     return _madvise
 
 
-def _fault_in(flat8, lo: int, hi: int) -> None:
-    """Fault in bytes ``lo .. hi`` of the byte view ``flat8``: the whole pages inside by
-    ``MADV_POPULATE_WRITE``, the partial pages at the ends (and everything, where the call is
-    refused) by writing zeros."""
+def _populate(flat8, lo: int, hi: int) -> tuple[int, int] | None:
+    """Fault in the whole pages inside bytes ``lo .. hi`` of the byte view ``flat8`` by
+    ``MADV_POPULATE_WRITE``; returns the page-aligned range done (``None``: refused, or no
+    ``madvise`` here). Only the pages' mapping changes, never the bytes."""
     global _madvise
     fn = _libc_madvise()
+    if not fn:
+        return None
     base = flat8.ctypes.data
     a = min(hi, lo + (-(base + lo)) % _PAGE)  # first page boundary at or after lo
     b = max(a, hi - (base + hi) % _PAGE)  # last page boundary at or before hi
-    if fn and b > a:
-        if fn(base + a, b - a, MADV_POPULATE_WRITE) == 0:
-            flat8[lo:a].fill(0)
-            flat8[b:hi].fill(0)
-            return
+    if b > a and fn(base + a, b - a, MADV_POPULATE_WRITE) != 0:
         if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
             _madvise = False  # this kernel does not know the advice: do not ask again
-    flat8[lo:hi].fill(0)
+        return None
+    return a, b
+
+
+def _fault_in(flat8, lo: int, hi: int) -> None:
+    """Fault in bytes ``lo .. hi`` of ``flat8``: the whole pages inside by :func:`_populate`, the
+    partial pages at the ends (and everything, where that is refused) by writing zeros."""
+    done = _populate(flat8, lo, hi)
+    if done is None:
+        flat8[lo:hi].fill(0)
+    else:
+        flat8[lo:done[0]].fill(0)
+        flat8[done[1]:hi].fill(0)
+
+
+POPULATE_MIN_BYTES = 4 * 2**20  # empty(): below this, leave the pages to fault in where written
+
+
+def empty(shape, dtype=np.float64) -> np.ndarray:
+    """``np.empty`` for a buffer the caller writes completely (a stage's output block, a scratch
+    buffer, a bars block): from :data:`POPULATE_MIN_BYTES` up, its pages are faulted in at once by
+    one ``madvise(MADV_POPULATE_WRITE)`` call instead of one trap per 4 KiB page inside the
+    kernels that write it (on the 2-core reference VM a trap costs ~0.8 us of the ~2 us a fresh
+    page costs: a (14, 4020, 500) float64 block allocated and written output by output, 8 times
+    each alternating, 103 -> 84 ms). Where the call is refused, a plain ``np.empty``.
+
+    Examples
+    --------
+    >>> from factorflow.engine.memory import empty
+    >>> a = empty((2, 1000, 1000))
+    >>> a.shape, a.dtype.name, a.flags.writeable
+    ((2, 1000, 1000), 'float64', True)
+    """
+    a = np.empty(shape, dtype)
+    if a.nbytes >= POPULATE_MIN_BYTES and a.flags.c_contiguous:
+        _populate(a.reshape(-1).view(np.uint8), 0, a.nbytes)
+    return a
 
 
 def _threads() -> int:

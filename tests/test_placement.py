@@ -137,6 +137,31 @@ def test_configure_worker_process_in_a_fresh_process():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
+def test_empty_buffers_are_resident_from_the_threshold_up():
+    """engine/memory.py: empty() faults a large buffer in at once (madvise), leaves small ones
+    to fault in where they are written, and hands out ordinary writable arrays either way."""
+    import numpy as np
+    import psutil
+
+    from factorflow.engine import memory
+
+    if not memory._libc_madvise():
+        pytest.skip("no madvise(MADV_POPULATE_WRITE) here (Linux >= 5.14): empty() is np.empty")
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    big = memory.empty((4, 1000, 4000))  # 128 MB
+    grown = proc.memory_info().rss - before
+    assert grown > 0.95 * big.nbytes, (grown, big.nbytes)
+    small = memory.empty((100, 1000), np.float32)  # 400 kB, under POPULATE_MIN_BYTES
+    assert small.shape == (100, 1000) and small.dtype == np.float32
+    for a in (big, small):
+        a[...] = 2.0
+        assert a.sum() == 2.0 * a.size
+    before = proc.memory_info().rss
+    lazy = np.empty((4, 1000, 4000))  # what empty() avoids: nothing resident until written
+    assert proc.memory_info().rss - before < 0.5 * lazy.nbytes
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("populate", [True, False], ids=["madvise", "zeroing"])
 def test_touch_pages_faults_in_parallel_also_in_a_forked_child(populate):
