@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .memory import empty
+from . import memory
 from .panel import Panel, _Group
 from .sessions import freq_to_ns, get_session
 
@@ -344,13 +344,13 @@ def _bars_block(spec: _BlockSpec) -> np.ndarray:
     dates, read_symbols, symbols, freq = spec.dates, spec.read_symbols, spec.symbols, spec.freq
     session, fields, columns, rows = spec.session, spec.fields, list(spec.columns), spec.rows
     col_of = {s: j for j, s in enumerate(symbols)}
-    block = empty((len(fields), rows, len(symbols)))  # every element written by _select
+    block = memory.empty((len(fields), rows, len(symbols)))  # every element written by _select
     out9 = None
     r = 0
     for date in dates:
         n = _bar_grid(session, date, freq)[4]
         if out9 is None or out9.shape[1] != n:
-            out9 = empty((len(_STATS), n, len(symbols)))  # every element set by _init_stats
+            out9 = memory.empty((len(_STATS), n, len(symbols)))  # every element set by _init_stats
         _init_stats(out9)
         ticks = store.read_day(date, symbols=read_symbols, columns=columns)
         # read_day returns ticks sorted by (symbol, time) (and the kernel checks the times)

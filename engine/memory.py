@@ -40,7 +40,7 @@ in blocks of 667 x 5000: 1.31 s either way), so they are not touched.
 Each thread faults its piece in with ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14 or later): the
 kernel maps and clears the pages in one call, without a trap per page and without the second,
 user-space pass of writing zeros over the cleared pages. Alpha158 embedded, 1000 x 2000, float64,
-8 calls each alternating: the touch 0.73 -> 0.52 s (medians), the call 1.93 -> 1.70 s. Where the
+8 calls each alternating: the touch 0.79 -> 0.51 s (medians), the call 1.96 -> 1.68 s. Where the
 call is refused (older kernels, other systems) the piece is zeroed as before. Either way the
 array's content afterwards is unspecified (zeros for a fresh allocation): the tasks overwrite
 every element.
@@ -172,9 +172,9 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
     """``np.empty`` for a buffer the caller writes completely (a stage's output block, a scratch
     buffer, a bars block): from :data:`POPULATE_MIN_BYTES` up, its pages are faulted in at once by
     one ``madvise(MADV_POPULATE_WRITE)`` call instead of one trap per 4 KiB page inside the
-    kernels that write it (on the 2-core reference VM a trap costs ~0.8 us of the ~2 us a fresh
-    page costs: a (14, 4020, 500) float64 block allocated and written output by output, 8 times
-    each alternating, 103 -> 84 ms). Where the call is refused, a plain ``np.empty``.
+    kernels that write it (on the 2-core reference VM, a (14, 4020, 500) float64 block allocated
+    and written output by output, 8 times each alternating: 103 -> 84 ms). Where the call is
+    refused, a plain ``np.empty``.
 
     Examples
     --------
