@@ -120,19 +120,26 @@ _PAGE = mmap.PAGESIZE
 _madvise = None  # libc's madvise (ctypes; the call releases the GIL), False where unavailable or refused
 
 
+def _libc_function(name: str, argtypes: list, restype=ctypes.c_int):
+    """``name`` from the C library (ctypes; calls release the GIL and keep ``errno``), or None
+    where there is no such C library or function (not glibc/Linux: nothing to tune)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = getattr(libc, name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
+
+
 def _libc_madvise():
     global _madvise
     if _madvise is None:
-        _madvise = False
+        fn = None
         if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                fn = libc.madvise
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                fn.restype = ctypes.c_int
-                _madvise = fn
-            except (OSError, AttributeError):
-                pass
+            fn = _libc_function("madvise", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
+        _madvise = fn or False
     return _madvise
 
 
@@ -239,13 +246,8 @@ _M_MMAP_THRESHOLD = -3  # from <malloc.h>
 
 
 def _set_mmap_threshold(nbytes: int) -> bool:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(nbytes)))
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])  # glibc only (not macOS, musl)
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, int(nbytes)))
 
 
 def configure_worker_process(nthreads: int) -> dict:

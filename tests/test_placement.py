@@ -139,27 +139,33 @@ def test_configure_worker_process_in_a_fresh_process():
 
 def test_empty_buffers_are_resident_from_the_threshold_up():
     """engine/memory.py: empty() faults a large buffer in at once (madvise), leaves small ones
-    to fault in where they are written, and hands out ordinary writable arrays either way."""
-    import numpy as np
-    import psutil
-
-    from factorflow.engine import memory
-
-    if not memory._libc_madvise():
+    to fault in where they are written, and hands out ordinary writable arrays either way. In a
+    fresh process, so that no other thread's allocations or frees move the RSS meanwhile."""
+    code = (
+        "import sys, numpy as np, psutil\n"
+        "from factorflow.engine import memory\n"
+        "if not memory._libc_madvise():\n"
+        "    print('skip'); sys.exit(0)\n"
+        "rss = lambda: psutil.Process().memory_info().rss\n"
+        "before = rss()\n"
+        "big = memory.empty((4, 1000, 4000))\n"  # 128 MB
+        "grown = rss() - before\n"
+        "assert grown > 0.95 * big.nbytes, (grown, big.nbytes)\n"
+        "small = memory.empty((100, 1000), np.float32)\n"  # 400 kB, under POPULATE_MIN_BYTES
+        "assert small.shape == (100, 1000) and small.dtype == np.float32\n"
+        "for a in (big, small):\n"
+        "    a[...] = 2.0\n"
+        "    assert a.sum() == 2.0 * a.size\n"
+        "before = rss()\n"
+        "lazy = np.empty((4, 1000, 4000))\n"  # what empty() avoids: nothing resident until written
+        "assert rss() - before < 0.5 * lazy.nbytes\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if r.stdout.strip() == "skip":
         pytest.skip("no madvise(MADV_POPULATE_WRITE) here (Linux >= 5.14): empty() is np.empty")
-    proc = psutil.Process()
-    before = proc.memory_info().rss
-    big = memory.empty((4, 1000, 4000))  # 128 MB
-    grown = proc.memory_info().rss - before
-    assert grown > 0.95 * big.nbytes, (grown, big.nbytes)
-    small = memory.empty((100, 1000), np.float32)  # 400 kB, under POPULATE_MIN_BYTES
-    assert small.shape == (100, 1000) and small.dtype == np.float32
-    for a in (big, small):
-        a[...] = 2.0
-        assert a.sum() == 2.0 * a.size
-    before = proc.memory_info().rss
-    lazy = np.empty((4, 1000, 4000))  # what empty() avoids: nothing resident until written
-    assert proc.memory_info().rss - before < 0.5 * lazy.nbytes
+    assert r.stdout.strip() == "ok", r.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
