@@ -2,10 +2,12 @@
 
 Questions:
 
-* **Scaling.** A compute-heavy multi-day job (ticks -> 1min bars -> window-heavy factors ->
-  committed Parquet partitions, exactly what ``factorflow run --scheduler-file`` does) on 1 worker
-  process vs 2 (1 thread each): how much faster with 2? The target on the 2-core machine is
-  >= 1.7x.
+* **Scaling.** Multi-day jobs (ticks -> 1min bars -> factors -> committed Parquet partitions,
+  exactly what ``factorflow run --scheduler-file`` does) on 1 worker process vs 2 (1 thread each):
+  how much faster with 2? The target on the 2-core machine is >= 1.7x. Two jobs (``--jobs``):
+  ``window``, 14 window-heavy factors (``ts_rank`` 240, ``ts_median`` 120, ...; ~3 s a run on one
+  worker, so Dask's fixed costs weigh), and ``alpha158``, Qlib's Alpha158 library, the nightly job
+  of the field (158 factors, ~30 s a run on one worker, most of it writing 616 M cells).
 * **Per-task scheduler overhead.** Wall time per task of a graph of trivial tasks on the same
   2-worker cluster (the floor a factorflow task must carry tens of milliseconds of work above).
 
@@ -30,7 +32,8 @@ partition (``force``) into the same output folder; only the compute+write phase 
 cluster is already up and its kernels warm). The scheduler and workers are started and stopped
 here, on 127.0.0.1.
 
-    .venv/bin/python benchmarks/bench_cluster.py                  # ~5 minutes
+    .venv/bin/python benchmarks/bench_cluster.py                  # ~15 minutes (window ~5, alpha158 ~10)
+    .venv/bin/python benchmarks/bench_cluster.py --jobs window    # ~5 minutes
     .venv/bin/python benchmarks/bench_cluster.py --days 4 --symbols 100 --rounds 1 --repeat 2   # quick look
 """
 from __future__ import annotations
@@ -219,8 +222,98 @@ def _stream_line(stats: list, n_workers: int) -> str:
     return line + (f", tail {each('tail_s', '.2f')} s" if n_workers > 1 else "")
 
 
+JOBS = {  # name -> (description, JobSpec factor options)
+    "window": (f"{len(FACTORS)} window-heavy factors", {"factor": [f"{k}={v}" for k, v in FACTORS.items()]}),
+    "alpha158": ("Qlib's Alpha158 library (158 factors)", {"library": ["alpha158"]}),
+}
+
+
+def scaling(job: str, ticks: str, tmp: str, args, overhead: bool) -> dict:
+    """One job's rounds of 1-worker and 2-worker clusters; prints its report, returns the medians."""
+    from distributed import get_task_stream
+
+    from factorflow.engine.job import JobSpec, run_job
+
+    what, options = JOBS[job]
+    print(f"\n== job {job!r}: {what}", flush=True)
+    runs = {1: [], 2: []}  # timed compute+write seconds, all rounds
+    whole = {1: [], 2: []}
+    cpu = {1: [], 2: []}
+    streams = {1: [], 2: []}  # stream_stats of every timed run
+    plans = {}  # the job's plan line per worker count (stages, tasks, block grid, lookback)
+    accounts = {1: [], 2: []}  # CpuAccount.runs of every timed run
+    per_task, summary = None, None
+    for r in range(args.rounds):
+        for n in (1, 2):
+            cluster = Cluster(tmp, n)
+            try:
+                out = os.path.join(tmp, f"out-{job}-{n}")
+                spec = JobSpec(ticks=ticks, out=out, freq="1min", scheduler_file=cluster.file, force=True,
+                               chunks=args.chunks, **options)
+                wait_quiet(args.quiet_wait)
+                phases, stats = [], []
+                account = CpuAccount(cluster)
+
+                def run(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client, account=account):
+                    def echo(line, n=n):  # keep the planner's line: "plan: ... grid ..."
+                        if line.startswith("plan:"):
+                            plans[n] = line[len("plan:"):].strip()
+                            account.start()  # the compute+write phase follows the plan line
+
+                    with get_task_stream(client=client) as ts:
+                        s = run_job(spec, echo=echo)
+                        account.stop()
+                    phases.append(s["compute_seconds"])
+                    stats.append(stream_stats(ts.data, n, s["compute_seconds"]))
+                    return s
+
+                summary, t = measure(run, repeat=args.repeat)
+                runs[n] += phases[1:]  # the first call is measure's warm-up
+                streams[n] += stats[1:]
+                accounts[n] += account.runs[1:]
+                whole[n] += list(t.all_s)
+                cpu[n].append(t.cpu_ratio or float("nan"))
+                print(f"round {r + 1}, {n} worker(s): compute+write {', '.join(f'{x:.2f}' for x in phases[1:])} s; "
+                      f"cpu/wall {t.cpu_ratio or float('nan'):.2f}, other load "
+                      f"{t.other_load if t.other_load is not None else float('nan'):.2f}, "
+                      f"loadavg {os.getloadavg()[0]:.2f}; {_stream_line(stats[1:], n)}; "
+                      f"{cpu_line(account.runs[1:])[0]}", flush=True)
+                if overhead and n == 2 and r == args.rounds - 1:
+                    wait_quiet(args.quiet_wait)
+                    per_task = task_overhead(cluster.client, args.tasks)
+            finally:
+                cluster.stop()
+    med = {n: statistics.median(v) for n, v in runs.items()}
+    print(f"\njob {job!r}: {what}, 1min bars, {args.symbols} symbols x {args.days} days "
+          f"({summary['rows']:,} rows, {summary['cells']:,} cells, {summary['written']} partitions)")
+    for n in (1, 2):
+        print(f"{n} worker(s): plan {plans.get(n, '?')}")
+    for n in (1, 2):
+        print(f"{n} worker(s): compute+write median {med[n]:.2f} s of {len(runs[n])} "
+              f"({args.rounds} rounds x {args.repeat}; whole run incl. planning {statistics.median(whole[n]):.2f} s), "
+              f"{summary['cells'] / med[n] / 1e6:.1f} Mcells/s; cpu/wall {statistics.median(cpu[n]):.2f}")
+    task = {n: statistics.median(x["task_s"] for x in v) for n, v in streams.items()}
+    print(f"task time per run (all workers): 1 worker {task[1]:.2f} s, 2 workers {task[2]:.2f} s "
+          f"({task[2] / task[1] - 1:+.0%}); 2 workers busy "
+          f"{statistics.median(x['busy'] for x in streams[2]):.0%} of the compute+write wall, tail "
+          f"{statistics.median(x['tail_s'] for x in streams[2]):.2f} s (medians)")
+    for n in (1, 2):
+        print(f"CPU per run, {n} worker(s) (medians): {cpu_line(accounts[n])[0]}")
+    _, tasks2, own2 = cpu_line(accounts[2])
+    print(f"CPU bound on 2 cores: a 2-worker run needs {tasks2 + own2:.2f} CPU-s, so it takes at least "
+          f"{(tasks2 + own2) / 2:.2f} s and the ratio is at most {med[1] / ((tasks2 + own2) / 2):.2f}x "
+          f"at the 1-worker median; measured {med[1] / med[2]:.2f}x")
+    if per_task is not None:
+        print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task ({args.tasks} tasks, 2 workers; "
+              "median of 3)")
+    print(f"scaling 1 -> 2 workers, job {job!r}: {med[1] / med[2]:.2f}x (target >= 1.7x); "
+          f"{summary['cells'] / med[1] / 1e6:.1f} -> {summary['cells'] / med[2] / 1e6:.1f} Mcells/s", flush=True)
+    return {"job": job, 1: med[1], 2: med[2], "ratio": med[1] / med[2]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs", default="window,alpha158", help=f"comma-separated, of: {', '.join(JOBS)}")
     ap.add_argument("--symbols", type=int, default=500)
     ap.add_argument("--days", type=int, default=20)
     ap.add_argument("--ticks-per-day", type=float, default=300.0)
@@ -233,11 +326,12 @@ def main() -> int:
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "factorflow-bench-cluster"))
     ap.add_argument("--quiet-wait", type=float, default=20.0)
     args = ap.parse_args()
-
-    from distributed import get_task_stream
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    unknown = [j for j in jobs if j not in JOBS]
+    if unknown or not jobs:
+        ap.error(f"--jobs: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(JOBS)}")
 
     import factorflow as ff
-    from factorflow.engine.job import JobSpec, run_job
 
     print(environment())
     ticks = os.path.join(args.data_dir, f"ticks-{args.symbols}x{args.days}-{args.ticks_per_day:g}")
@@ -245,80 +339,14 @@ def main() -> int:
         info = ff.generate_ticks(ticks, symbols=args.symbols, days=args.days, seed=0, ticks_per_day=args.ticks_per_day)
         print(f"generated {info['ticks']:,} ticks into {ticks}", file=sys.stderr)
     tmp = tempfile.mkdtemp(prefix="ff-bench-cluster-")
-    runs = {1: [], 2: []}  # timed compute+write seconds, all rounds
-    whole = {1: [], 2: []}
-    cpu = {1: [], 2: []}
-    streams = {1: [], 2: []}  # stream_stats of every timed run
-    plans = {}  # the job's plan line per worker count (stages, tasks, block grid, lookback)
-    accounts = {1: [], 2: []}  # CpuAccount.runs of every timed run
-    per_task, summary = None, None
     try:
-        for r in range(args.rounds):
-            for n in (1, 2):
-                cluster = Cluster(tmp, n)
-                try:
-                    out = os.path.join(tmp, f"out-{n}")
-                    spec = JobSpec(ticks=ticks, out=out, freq="1min", factor=[f"{k}={v}" for k, v in FACTORS.items()],
-                                   scheduler_file=cluster.file, force=True, chunks=args.chunks)
-                    wait_quiet(args.quiet_wait)
-                    phases, stats = [], []
-                    account = CpuAccount(cluster)
-
-                    def job(spec=spec, phases=phases, stats=stats, n=n, client=cluster.client, account=account):
-                        def echo(line, n=n):  # keep the planner's line: "plan: ... grid ..."
-                            if line.startswith("plan:"):
-                                plans[n] = line[len("plan:"):].strip()
-                                account.start()  # the compute+write phase follows the plan line
-
-                        with get_task_stream(client=client) as ts:
-                            s = run_job(spec, echo=echo)
-                            account.stop()
-                        phases.append(s["compute_seconds"])
-                        stats.append(stream_stats(ts.data, n, s["compute_seconds"]))
-                        return s
-
-                    summary, t = measure(job, repeat=args.repeat)
-                    runs[n] += phases[1:]  # the first call is measure's warm-up
-                    streams[n] += stats[1:]
-                    accounts[n] += account.runs[1:]
-                    whole[n] += list(t.all_s)
-                    cpu[n].append(t.cpu_ratio or float("nan"))
-                    print(f"round {r + 1}, {n} worker(s): compute+write {', '.join(f'{x:.2f}' for x in phases[1:])} s; "
-                          f"cpu/wall {t.cpu_ratio or float('nan'):.2f}, other load "
-                          f"{t.other_load if t.other_load is not None else float('nan'):.2f}, "
-                          f"loadavg {os.getloadavg()[0]:.2f}; {_stream_line(stats[1:], n)}; "
-                          f"{cpu_line(account.runs[1:])[0]}", flush=True)
-                    if n == 2 and r == args.rounds - 1:
-                        wait_quiet(args.quiet_wait)
-                        per_task = task_overhead(cluster.client, args.tasks)
-                finally:
-                    cluster.stop()
-        med = {n: statistics.median(v) for n, v in runs.items()}
-        print(f"\njob: {len(FACTORS)} factors, 1min bars, {args.symbols} symbols x {args.days} days "
-              f"({summary['rows']:,} rows, {summary['cells']:,} cells, {summary['written']} partitions)")
-        for n in (1, 2):
-            print(f"{n} worker(s): plan {plans.get(n, '?')}")
-        for n in (1, 2):
-            print(f"{n} worker(s): compute+write median {med[n]:.2f} s of {len(runs[n])} "
-                  f"({args.rounds} rounds x {args.repeat}; whole run incl. planning {statistics.median(whole[n]):.2f} s), "
-                  f"{summary['cells'] / med[n] / 1e6:.1f} Mcells/s; cpu/wall {statistics.median(cpu[n]):.2f}")
-        task = {n: statistics.median(x["task_s"] for x in v) for n, v in streams.items()}
-        print(f"task time per run (all workers): 1 worker {task[1]:.2f} s, 2 workers {task[2]:.2f} s "
-              f"({task[2] / task[1] - 1:+.0%}); 2 workers busy "
-              f"{statistics.median(x['busy'] for x in streams[2]):.0%} of the compute+write wall, tail "
-              f"{statistics.median(x['tail_s'] for x in streams[2]):.2f} s (medians)")
-        for n in (1, 2):
-            print(f"CPU per run, {n} worker(s) (medians): {cpu_line(accounts[n])[0]}")
-        _, tasks2, own2 = cpu_line(accounts[2])
-        print(f"CPU bound on 2 cores: a 2-worker run needs {tasks2 + own2:.2f} CPU-s, so it takes at least "
-              f"{(tasks2 + own2) / 2:.2f} s and the ratio is at most {med[1] / ((tasks2 + own2) / 2):.2f}x "
-              f"at the 1-worker median; measured {med[1] / med[2]:.2f}x")
-        print(f"per-task scheduler overhead: {per_task * 1e3:.2f} ms per trivial task ({args.tasks} tasks, 2 workers; "
-              "median of 3)")
-        print(f"scaling 1 -> 2 workers: {med[1] / med[2]:.2f}x (target >= 1.7x); {summary['cells'] / med[1] / 1e6:.1f} -> "
-              f"{summary['cells'] / med[2] / 1e6:.1f} Mcells/s")
+        results = [scaling(job, ticks, tmp, args, overhead=k == 0) for k, job in enumerate(jobs)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    for r in results:
+        print(f"scaling 1 -> 2 workers, job {r['job']!r}: {r[1]:.2f} s -> {r[2]:.2f} s, {r['ratio']:.2f}x "
+              "(target >= 1.7x)")
     return 0
 
 

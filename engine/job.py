@@ -380,11 +380,27 @@ def prepare(spec: JobSpec) -> Prepared:
                     plan_fp, per_date)
 
 
+def _job_plan(factors, panel, chunks, backend: str):
+    """``(plan, chunks)`` of a job: unless ``--chunks`` says otherwise, blocks cut along time only
+    (``choose_chunks(split_time=True)``). A partition is a date: from a time block its commit
+    takes one view of the block's rows, where symbol blocks would make it gather and copy a piece
+    of every block, from every worker holding one (Alpha158, 500 symbols x 20 days: 1 x 4 symbol
+    blocks on 2 workers sent GBs between them, 23.6 s a run against 13.5 s)."""
+    from .compute import plan as make_plan
+    from .plan import choose_chunks
+
+    plan = make_plan(factors, panel, chunks=chunks, backend=backend)
+    if chunks is None and plan.grid[1] > 1:
+        chunks = choose_chunks(plan.shape, plan.stages, plan.nodes, itemsize=plan.dtype.itemsize, split_time=True)
+        if chunks[1] != plan.schunks or chunks[0] != plan.tchunks:
+            plan = make_plan(factors, panel, chunks=chunks, backend=backend)
+    return plan, chunks
+
+
 def validate_job(spec: JobSpec) -> str:
     """Check a job without computing: formulas, fields, store schema (every file footer), dates,
     state. Returns a report; raises :class:`JobError` / ``FactorError`` / ``TickDataError``."""
     from .bars import bars_panel
-    from .compute import explain
 
     prep = prepare(spec)
     prep.store.schema  # reads and validates every file footer of the store  # noqa: B018
@@ -392,7 +408,7 @@ def validate_job(spec: JobSpec) -> str:
     if prep.out_dates:
         panel = bars_panel(prep.store, spec.freq, prep.dates[0], prep.dates[-1], symbols=prep.symbols,
                            session=spec.session, missing_symbols="empty")
-        plan = explain(prep.factors, panel, chunks=_chunks(spec.chunks), backend=spec.backend)
+        plan, _ = _job_plan(prep.factors, panel, _chunks(spec.chunks), spec.backend)
         lines.append(f"dates {prep.out_dates[0]} .. {prep.out_dates[-1]} ({len(prep.out_dates)} partitions"
                      + (f", {len(prep.dates) - len(prep.out_dates)} dates of history" if spec.incremental else "")
                      + ")")
@@ -487,10 +503,9 @@ def _run(prep: Prepared, cluster, echo, progress: bool, t_start: float) -> dict:
     panel = bars_panel(prep.store, spec.freq, prep.dates[0], prep.dates[-1], symbols=prep.symbols,
                        session=spec.session, missing_symbols="empty")
     chunks = _chunks(spec.chunks)
-    from .compute import plan as make_plan
 
     try:
-        plan = make_plan(prep.factors, panel, chunks=chunks, backend=spec.backend)
+        plan, chunks = _job_plan(prep.factors, panel, chunks, spec.backend)
     except RuntimeError as e:  # backend="gpu" on a cluster without GPU workers: GPUUnavailableError
         from .device import GPUUnavailableError
 

@@ -42,12 +42,12 @@ def read_output(out) -> dict[str, pl.DataFrame]:
     return frames
 
 
-def reference(ticks: str, factors=FACTORS, start=None, end=None) -> dict[str, pl.DataFrame]:
+def reference(ticks: str, factors=FACTORS, start=None, end=None, freq=FREQ) -> dict[str, pl.DataFrame]:
     """``ff.compute`` in this process (threaded scheduler), split by date like the run's output."""
     import dask
 
     with dask.config.set(scheduler="threads"):
-        panel = ff.TickStore(ticks).bars(FREQ, start=start, end=end)
+        panel = ff.TickStore(ticks).bars(freq, start=start, end=end)
         out = ff.compute(factors, panel).to_polars()
     out = out.with_columns(pl.col("time").dt.replace_time_zone(None).dt.date().cast(pl.Utf8).alias("_d"))
     return {d: g.drop("_d") for (d,), g in out.partition_by("_d", as_dict=True, maintain_order=True).items()}

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import factorflow as ff
-from factorflow.engine.plan import halo_balanced, make_plan
+from factorflow.engine.plan import choose_chunks, halo_balanced, make_plan
 
 from patterns import assert_close, make_patterned
 
@@ -93,6 +93,15 @@ def test_chunk_choice_rules():
     assert plan.tchunks == (4020, 3780) and plan.schunks == (500,)
     assert make_plan({"a": "cs_rank(ts_rank(close, 240))"}, (7800, 500), ["close"], nthreads=1).tchunks == (7800,)
     assert make_plan({"a": "cs_rank(close)"}, (7800, 500), ["close"], nthreads=2).grid == (4, 1)  # no halo
+    # split_time (a batch job writing dates from several workers): time blocks as with a cross-section
+    lib = make_plan({"a": "ts_mean(close, 61)", "b": "ts_std(volume, 20)"}, (7800, 500), ["close", "volume"],
+                    nthreads=2)
+    assert lib.grid == (1, 4)  # Alpha158's job, planned for compute
+    assert choose_chunks(lib.shape, lib.stages, lib.nodes, nthreads=2, split_time=True) == ((3930, 3870), (500,))
+    assert choose_chunks(lib.shape, lib.stages, lib.nodes, nthreads=1, split_time=True) == ((7800,), (500,))
+    big = make_plan({"a": "ts_mean(close, 20)"}, (4000, 5000), ["close"], nthreads=2)
+    tch, sch = choose_chunks(big.shape, big.stages, big.nodes, nthreads=2, split_time=True)
+    assert sch == (5000,) and len(tch) >= 4 and max(tch) * 5000 <= 4_000_000 + 20 * 5000
     # tiny series with a huge window: never blocks shorter than 4 x halo
     plan = make_plan({"a": "ts_mean(close, 500)"}, (3000, 8), ["close"], nthreads=8)
     assert min(plan.tchunks[:-1] or plan.tchunks) >= min(3000, 4 * 499)

@@ -21,6 +21,7 @@ from factorflow.engine.manifest import read_manifest
 from factorflow.engine.memory import MMAP_THRESHOLD
 
 from run_helpers import (
+    FACTORS,
     FREQ,
     assert_frames_close,
     factor_flags,
@@ -197,6 +198,23 @@ def test_run_on_scheduler_and_two_workers(ticks, expected, clusters, procs, tmp_
                *factor_flags()])
     rc, stdout, stderr = _finish(p)
     assert rc == 0 and "12 partitions already committed, 0 to compute" in stdout, stderr[-2000:]
+
+
+def test_time_series_job_on_two_workers_splits_time_not_symbols(tmp_path_factory, clusters, procs, tmp_path):
+    """Without a cross-section the planner splits symbols first (no halo); a job splits time
+    instead, so each date is written where its rows are computed instead of gathering its symbol
+    blocks from both workers (engine/job.py: _job_plan; engine/plan.py: choose_chunks)."""
+    ticks = make_store(tmp_path_factory.mktemp("wide") / "ticks", days=9, symbols=160)
+    factors = {k: v for k, v in FACTORS.items() if "cs_" not in v}
+    c = clusters(n_workers=2)
+    out = tmp_path / "out"
+    rc, stdout, stderr = _finish(procs(["--ticks", ticks, "--out", str(out), "--scheduler-file", c.file,
+                                        "--freq", "1min", *factor_flags(factors)]))
+    assert rc == 0, stderr[-3000:]
+    # 9 days x 390 rows x 160 symbols: for compute, 1 x 2 blocks of 80 symbols
+    assert re.search(r"grid 2 x 1 blocks \(\d+, \d+ rows x 160 symbols\)", stdout), stdout
+    # the reference runs one block per thread of this process: other chunks, rounding within 1e-9
+    _check(out, reference(ticks, factors, freq="1min"), rtol=1e-9)
 
 
 def test_cold_cache_workers_compile_once_per_host(ticks, expected, clusters, procs, tmp_path):
