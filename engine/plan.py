@@ -476,10 +476,11 @@ def choose_chunks(shape, stages, nodes, nthreads: int | None = None, itemsize: i
     one block instead of 2); (5) a time block is at least 4x the largest stage halo, so halo rows
     cost at most ~25% extra.
 
-    ``split_time=True`` applies (4) to every plan: a batch job that writes date partitions from
-    several worker processes (``engine/job.py``) wants each worker to hold whole date ranges. With
-    symbol blocks every partition would gather its rows from every worker (Alpha158, 500 symbols x
-    20 days on 2 workers: 1 x 4 symbol blocks moved ~2.5 GB between the workers per run).
+    ``split_time=True`` applies (4) to every plan (symbols are split only where time cannot be
+    cut finer): a batch job (``engine/job.py: _job_plan``) commits one partition per date, which
+    from a time block is one view of its rows. With symbol blocks every partition gathers and
+    copies a piece of every block, from every worker holding one (Alpha158, 500 symbols x 20
+    days on 2 workers: 1 x 4 symbol blocks moved ~2.5 GB between the workers per run).
     """
     T, N = shape
     if T == 0 or N == 0:
