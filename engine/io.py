@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_parquet", "write_partition", "write_partition_hashed"]
+__all__ = ["CODECS", "check_compression", "write_parquet", "write_partition", "write_partition_hashed"]
+
+#: Parquet's codecs, as pyarrow's ``write_table(compression=...)`` names them.
+CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 
 
 def _partition_ranges(times: np.ndarray) -> list[tuple[str, int, int]]:
@@ -27,6 +30,34 @@ def _partition_ranges(times: np.ndarray) -> list[tuple[str, int, int]]:
     for a, b in zip(starts, stops):
         out.append((str(days[a]), int(a), int(b)))
     return out
+
+
+def check_compression(compression) -> str:
+    """The Parquet codec ``compression`` names, checked before anything is computed or written
+    (Arrow would only refuse it at the first partition's write).
+
+    Examples
+    --------
+    >>> check_compression("ZSTD")
+    'zstd'
+    >>> check_compression("lzz")
+    Traceback (most recent call last):
+    ...
+    ValueError: compression 'lzz' is not a Parquet codec; use one of zstd, lz4, snappy, gzip, brotli, none (did you mean 'lz4'?)
+    """
+    import difflib
+
+    import pyarrow as pa
+
+    name = "none" if compression is None else str(compression).lower()
+    if name not in CODECS:
+        close = difflib.get_close_matches(name, CODECS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"compression {compression!r} is not a Parquet codec; use one of {', '.join(CODECS)}{hint}")
+    if name != "none" and not pa.Codec.is_available(name):
+        raise ValueError(f"compression {name!r}: this pyarrow build has no {name} codec; use one of "
+                         + ", ".join(c for c in CODECS if c == "none" or pa.Codec.is_available(c)))
+    return name
 
 
 class _HashingFile:
@@ -115,6 +146,7 @@ ROWS_PER_WRITE_TASK = 2_000_000  # cells (rows x symbols) written by one task
 def write_parquet(panel, path, partition_by="date", fields=None, compression="zstd") -> list[str]:
     import dask
 
+    compression = check_compression(compression)
     path = Path(path)
     fields = list(fields)
     T, N = panel.shape

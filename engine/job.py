@@ -283,6 +283,7 @@ def prepare(spec: JobSpec) -> Prepared:
     from .compute import _check_backend
 
     from .device import GPUUnavailableError
+    from .io import check_compression
 
     factors = load_factors(spec)
     try:
@@ -291,6 +292,10 @@ def prepare(spec: JobSpec) -> Prepared:
         else:
             _check_backend(spec.backend)
     except (ValueError, NotImplementedError, GPUUnavailableError) as e:
+        raise JobError(str(e)) from None
+    try:
+        check_compression(spec.compression)  # Arrow would refuse it only at the first commit
+    except ValueError as e:
         raise JobError(str(e)) from None
     try:
         freq_to_ns(spec.freq)

@@ -311,6 +311,11 @@ class Panel:
             Output directory; partitions go to ``path/date=YYYY-MM-DD/part-0.parquet``.
         partition_by : {"date", None}
             ``"date"`` needs ``datetime64`` times; ``None`` writes ``path/part-0.parquet``.
+        fields : iterable of str, optional
+            Fields to write (default: all).
+        compression : {"zstd", "lz4", "snappy", "gzip", "brotli", "none"}
+            Parquet codec, checked before anything is computed. zstd is the smallest of the
+            fast ones; lz4 writes ~40% faster and ~30% larger on float factor columns.
 
         Each partition is written from a Dask task (on the workers of the active cluster) to a
         temporary name and renamed into place, so a crash never leaves a half-written partition;

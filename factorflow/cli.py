@@ -66,7 +66,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_CLUSTER, EXIT_COMPUTE, EXIT_INTERRUPTED = 
 
 _JOB_FLAGS = ("ticks", "out", "freq", "start", "end", "symbols", "session", "library", "factor", "factors_file",
               "dialect", "chunks", "scheduler_file", "scheduler_address", "tls_ca_file", "tls_cert", "tls_key",
-              "backend", "incremental", "force", "performance_report", "dashboard_address")
+              "backend", "incremental", "force", "performance_report", "dashboard_address", "compression")
 
 
 def _add_job_options(p) -> None:
@@ -88,6 +88,8 @@ def _add_job_options(p) -> None:
     g.add_argument("--force", action="store_true", help="recompute partitions already committed")
     g.add_argument("--incremental", action="store_true",
                    help="compute only dates after the last run, from its saved state")
+    g.add_argument("--compression", help="Parquet codec of the partitions: zstd (default), lz4, snappy, gzip, "
+                                         "brotli, none")
     g = p.add_argument_group("cluster")
     g.add_argument("--scheduler-file", help="file written by `dask scheduler --scheduler-file`")
     g.add_argument("--scheduler-address", help="tcp://host:8786 or tls://host:8786")

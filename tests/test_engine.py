@@ -417,6 +417,36 @@ def test_to_parquet_partitions_by_date_atomically(tmp_path):
     assert not stale.exists()
 
 
+@pytest.mark.parametrize("codec", ["zstd", "lz4", "snappy", "gzip", "brotli", "none", "ZSTD", None])
+def test_to_parquet_codecs(tmp_path, codec):
+    import pyarrow as pa
+
+    if codec not in (None, "none") and not pa.Codec.is_available(codec.lower()):
+        pytest.skip(f"this pyarrow build has no {codec} codec")
+    times = np.datetime64("2024-01-02T09:30", "ns") + np.arange(T) * np.timedelta64(30, "m")
+    out = ff.compute({"m": "ts_mean(close, 3)"}, ff.Panel.from_numpy({"close": X}, times=times),
+                     chunks={"time": 37, "symbol": 5})
+    files = out.to_parquet(tmp_path, compression=codec)
+    meta = pq.ParquetFile(files[0]).metadata
+    assert meta.row_group(0).column(2).compression == ("UNCOMPRESSED" if codec in (None, "none") else codec.upper())
+    back = pl.read_parquet(tmp_path / "**" / "*.parquet", hive_partitioning=True).sort("time", "symbol")
+    np.testing.assert_array_equal(back["m"].to_numpy().reshape(T, N), out.to_numpy("m"))
+
+
+def test_to_parquet_refuses_an_unknown_codec_before_any_work(tmp_path, monkeypatch):
+    times = np.datetime64("2024-01-02T09:30", "ns") + np.arange(T) * np.timedelta64(30, "m")
+    out = ff.compute({"m": "ts_mean(close, 3)"}, ff.Panel.from_numpy({"close": X}, times=times))
+    import dask
+
+    def no_compute(*a, **k):
+        raise AssertionError("computed before the codec was checked")
+
+    monkeypatch.setattr(dask, "compute", no_compute)
+    with pytest.raises(ValueError, match=r"compression 'lzz' is not a Parquet codec; use one of zstd, .* \(did you mean 'lz4'\?\)"):
+        out.to_parquet(tmp_path / "out", compression="lzz")
+    assert not (tmp_path / "out").exists()
+
+
 def test_to_parquet_failure_keeps_the_old_partition(tmp_path, monkeypatch):
     import pyarrow.parquet as pq_mod
 

@@ -85,7 +85,7 @@ def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
     (tmp_path / "bad_dialect.toml").write_text('dialect = "klingon"\n[factors]\nx = "close"\n')
     (tmp_path / "job.toml").write_text(
         f'ticks = "{ticks}"\nout = "out"\nfreq = "1d"\nfactors-file = ["native.toml", "wq.toml"]\n'
-        'dashboard_address = "127.0.0.1:0"\nstart = "2024-01-02"\nend = "2024-01-08"\n')
+        'dashboard_address = "127.0.0.1:0"\nstart = "2024-01-02"\nend = "2024-01-08"\ncompression = "lz4"\n')
     # flags override the file: 15min bars instead of 1d, a shorter range
     assert main(["run", str(tmp_path / "job.toml"), "--freq", FREQ, "--end", "2024-01-05", "--no-progress"]) == 0
     got = read_output(tmp_path / "out")
@@ -93,6 +93,10 @@ def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
     assert sorted(got) == sorted(want) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
     for d in want:
         assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
+    import pyarrow.parquet as pq  # the file's codec is the job's
+
+    meta = pq.ParquetFile(tmp_path / "out" / "date=2024-01-02" / "part-0.parquet").metadata
+    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"LZ4"}
     # validate checks the whole job without computing (nothing written)
     capsys.readouterr()
     assert main(["validate", str(tmp_path / "job.toml"), "--out", str(tmp_path / "v")]) == 0
@@ -172,6 +176,7 @@ def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
         (["--factor", "x=close", "--symbols", "NOPE"], "NOPE"),
         (["--factor", "x=close", "--tls-ca-file", "ca.pem"], "all three"),
         (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' needs"),
+        (["--factor", "x=close", "--compression", "lzz"], "compression 'lzz' is not a Parquet codec"),
         (["--factors-file", str(tmp_path / "missing.toml")], "does not exist"),
         ([], "no factors"),
     ]
