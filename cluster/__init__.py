@@ -10,8 +10,9 @@ so ``ff.compute`` runs there.
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["Cluster", "local", "connect"]
+__all__ = ["Cluster", "local", "connect", "check_dashboard_address"]
 
 
 class Cluster:
@@ -81,6 +82,32 @@ class Cluster:
                 f"threads={self.nthreads} dashboard={self.dashboard_link}>")
 
 
+def check_dashboard_address(address) -> str | None:
+    """``address`` as the embedded cluster's dashboard takes it: ``HOST:PORT``, or a bare ``PORT``
+    bound to 127.0.0.1; ``None`` stays None (no dashboard). Checked before any cluster starts
+    (Dask would fail inside ``LocalCluster`` with ``int()``'s message).
+
+    Examples
+    --------
+    >>> check_dashboard_address(8787), check_dashboard_address("0"), check_dashboard_address("127.0.0.1:8787")
+    ('127.0.0.1:8787', '127.0.0.1:0', '127.0.0.1:8787')
+    >>> check_dashboard_address("localhost")
+    Traceback (most recent call last):
+    ...
+    ValueError: dashboard address 'localhost' is not HOST:PORT or PORT (e.g. 127.0.0.1:8787; port 0 picks a free one)
+    """
+    if address is None:
+        return None
+    text = str(address).strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    m = re.fullmatch(r"([^\s:\[\]/]*):(\d{1,5})", text)  # an IPv4 address or a name; Dask's dashboard takes no [v6]
+    if m is None or int(m.group(2)) > 65535:
+        raise ValueError(f"dashboard address {address!r} is not HOST:PORT or PORT "
+                         "(e.g. 127.0.0.1:8787; port 0 picks a free one)")
+    return text
+
+
 def local(n_workers: int | None = None, threads_per_worker: int | None = None, processes: bool = False,
           dashboard_address: str | None = "127.0.0.1:8787", memory_limit=None, gpu: bool = False,
           **kwargs) -> Cluster:
@@ -97,8 +124,9 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
         (zero-copy panels; Numba kernels release the GIL). True: worker processes; data is
         loaded and results written inside worker tasks.
     dashboard_address : str or None
-        Where the dashboard listens; ``None`` disables it. Bound to 127.0.0.1 by default (if
-        the port is taken Dask picks another; see ``.dashboard_link``).
+        Where the dashboard listens: ``HOST:PORT``, or a bare port on 127.0.0.1 (checked before
+        the cluster starts: :func:`check_dashboard_address`); ``None`` disables it. Bound to
+        127.0.0.1 by default (if the port is taken Dask picks another; see ``.dashboard_link``).
     memory_limit : str, int or None
         Dask's per-worker memory limit. Default: ``"auto"`` (the machine's memory split between
         the workers) for worker processes, and none (``0``) for in-process workers: their
@@ -122,6 +150,7 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
     """
     from distributed import Client, LocalCluster
 
+    dashboard_address = check_dashboard_address(dashboard_address)
     if memory_limit is None:
         memory_limit = "auto" if processes else 0
     if gpu:
@@ -131,8 +160,6 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
         n_workers = ncores if processes else 1
     if threads_per_worker is None:
         threads_per_worker = 1 if processes else max(1, ncores // n_workers)
-    if dashboard_address is not None and ":" not in str(dashboard_address):
-        dashboard_address = f"127.0.0.1:{dashboard_address}"
     if dashboard_address is None:
         # no dashboard; the scheduler's HTTP server (health, metrics) still starts: keep it on the
         # loopback (by default it binds the scheduler's host address on port 8787)

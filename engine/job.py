@@ -283,6 +283,7 @@ def prepare(spec: JobSpec) -> Prepared:
     from .compute import _check_backend
 
     from .device import GPUUnavailableError
+    from ..cluster import check_dashboard_address
     from .io import check_compression
 
     factors = load_factors(spec)
@@ -295,6 +296,8 @@ def prepare(spec: JobSpec) -> Prepared:
         raise JobError(str(e)) from None
     try:
         check_compression(spec.compression)  # Arrow would refuse it only at the first commit
+        if not spec.external:
+            check_dashboard_address(spec.dashboard_address)
     except ValueError as e:
         raise JobError(str(e)) from None
     try:

@@ -200,8 +200,14 @@ def _chunks(text: str | None):
 
 
 def cmd_demo(args) -> int:
+    from .cluster import check_dashboard_address
     from .demo import run_demo
 
+    try:
+        check_dashboard_address(args.dashboard_address)  # before the sample data is generated
+    except ValueError as e:
+        print(f"factorflow demo: {e}", file=sys.stderr)
+        return 1
     return run_demo(symbols=args.symbols, days=args.days, out=args.out, data=args.data, processes=args.processes,
                     dashboard_address=args.dashboard_address, seed=args.seed)
 

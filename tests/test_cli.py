@@ -34,6 +34,13 @@ def test_usage_errors(capsys):
     assert main(["validate"]) == 2
 
 
+def test_demo_refuses_a_bad_dashboard_address_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--data", str(tmp_path / "ticks"), "--out", str(tmp_path / "out"),
+                 "--dashboard-address", "nonsense"]) == 1
+    assert "dashboard address 'nonsense' is not HOST:PORT or PORT" in capsys.readouterr().err
+    assert not (tmp_path / "ticks").exists() and not (tmp_path / "out").exists()
+
+
 def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "factorflow", "validate", "ts_mean(close, 3)"],
                        capture_output=True, text=True, timeout=120)

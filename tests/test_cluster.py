@@ -101,6 +101,26 @@ def test_real_dask_scheduler_and_workers(tmp_path, expected):
         log.close()
 
 
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:", "[::1]:0", "8787x"])
+def test_local_refuses_a_bad_dashboard_address_before_starting(address, monkeypatch):
+    import distributed
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster started before the address was checked")
+
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    with pytest.raises(ValueError, match=r"dashboard address .* is not HOST:PORT or PORT"):
+        ff.cluster.local(dashboard_address=address)
+
+
+def test_dashboard_address_forms():
+    check = ff.cluster.check_dashboard_address
+    assert check(None) is None
+    assert check(0) == "127.0.0.1:0" and check(" 8787 ") == "127.0.0.1:8787"  # a bare port: the loopback
+    assert check("127.0.0.1:8787") == "127.0.0.1:8787" and check("localhost:0") == "localhost:0"
+    assert check(":8787") == ":8787"  # every interface, as Dask reads it: the user's explicit choice
+
+
 def test_connect_errors(tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
         ff.cluster.connect()

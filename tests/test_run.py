@@ -177,6 +177,7 @@ def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
         (["--factor", "x=close", "--tls-ca-file", "ca.pem"], "all three"),
         (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' needs"),
         (["--factor", "x=close", "--compression", "lzz"], "compression 'lzz' is not a Parquet codec"),
+        (["--factor", "x=close", "--dashboard-address", "nonsense"], "dashboard address 'nonsense' is not HOST:PORT"),
         (["--factors-file", str(tmp_path / "missing.toml")], "does not exist"),
         ([], "no factors"),
     ]
