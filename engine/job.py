@@ -89,6 +89,27 @@ _PATH_KEYS = ("ticks", "out", "factors_file", "scheduler_file", "tls_ca_file", "
 _LIST_KEYS = ("library", "factor", "factors_file", "symbols")
 
 
+def _expected_type(key: str, value) -> str | None:
+    """What a job file's ``key`` must hold, if ``value`` is not that (else None). TOML's types:
+    a misspelt ``force = "no"`` would otherwise be true, ``symbols = 5`` a traceback."""
+    import datetime
+
+    if key in _LIST_KEYS:
+        ok, want = isinstance(value, list) and all(isinstance(v, str) for v in value), "a string or a list of strings"
+    elif key in ("incremental", "force"):
+        ok, want = isinstance(value, bool), "true or false"
+    elif key == "worker_timeout":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        want = "a positive number of seconds"
+    elif key in ("chunks", "dashboard_address"):
+        ok, want = isinstance(value, (str, int)) and not isinstance(value, bool), "a string or an integer"
+    elif key in ("start", "end"):
+        ok, want = isinstance(value, (str, datetime.date)), "a date (2024-01-02 or \"2024-01-02\")"
+    else:
+        ok, want = isinstance(value, str), "a string"
+    return None if ok else want
+
+
 def load_job_file(path: str) -> dict:
     """Options from a job TOML file; relative paths are relative to the file's folder.
 
@@ -117,6 +138,10 @@ def load_job_file(path: str) -> dict:
     for key, value in raw.items():
         k = key.replace("-", "_")
         if k == "factors" and isinstance(value, dict):  # [factors] table: name = formula
+            for n, v in value.items():
+                if not isinstance(v, str):
+                    raise JobError(f"job file {path}: [factors] {n} must be a formula string, "
+                                   f"got {type(v).__name__} {v!r}")
             out.setdefault("factor", [])
             out["factor"] += [f"{n}={v}" for n, v in value.items()]
             continue
@@ -126,6 +151,9 @@ def load_job_file(path: str) -> dict:
             raise JobError(f"job file {path}: unknown key {key!r}{hint}")
         if k in _LIST_KEYS and isinstance(value, str):
             value = [value]
+        want = _expected_type(k, value)
+        if want:
+            raise JobError(f"job file {path}: {key} must be {want}, got {type(value).__name__} {value!r}")
         if k in _PATH_KEYS and value is not None:
             value = [os.path.join(base, v) for v in value] if isinstance(value, list) else os.path.join(base, value)
         out[k] = value
@@ -237,15 +265,33 @@ def load_factors(spec: JobSpec) -> dict:
 
 
 def _chunks(text):
+    """``--chunks TIME[,SYMBOL]`` as the planner's chunks dict (``-1``: the whole axis)."""
     if not text:
         return None
     if isinstance(text, dict):
         return text
     t, _, s = str(text).partition(",")
     try:
-        return {"time": int(t), "symbol": int(s) if s else -1}
+        sizes = {"time": int(t), "symbol": int(s) if s else -1}
     except ValueError:
         raise JobError(f"--chunks {text!r}: expected TIME[,SYMBOL] block sizes, e.g. 390,200") from None
+    for axis, unit in (("time", "rows"), ("symbol", "symbols")):
+        if sizes[axis] < 1 and sizes[axis] != -1:
+            raise JobError(f"--chunks {text!r}: the {axis} block size must be a positive number of {unit} "
+                           "(or -1 for the whole axis), e.g. 390,200")
+    return sizes
+
+
+def _check_scheduler_address(address: str) -> None:
+    """A ``--scheduler-address`` Dask can parse: ``[tcp|tls|...]://HOST:PORT``."""
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(loc)
+    except ValueError as e:
+        raise JobError(f"--scheduler-address {address!r}: {e} (e.g. tcp://10.0.0.5:8786)") from None
 
 
 # -- preparing the run -----------------------------------------------------------------------------
@@ -300,6 +346,9 @@ def prepare(spec: JobSpec) -> Prepared:
             check_dashboard_address(spec.dashboard_address)
     except ValueError as e:
         raise JobError(str(e)) from None
+    _chunks(spec.chunks)  # the plan would refuse bad sizes only once the cluster is up
+    if spec.scheduler_address:
+        _check_scheduler_address(spec.scheduler_address)
     try:
         freq_to_ns(spec.freq)
         get_session(spec.session)

@@ -178,6 +178,10 @@ def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
         (["--factor", "x=close", "--backend", "gpu"], "backend='gpu' needs"),
         (["--factor", "x=close", "--compression", "lzz"], "compression 'lzz' is not a Parquet codec"),
         (["--factor", "x=close", "--dashboard-address", "nonsense"], "dashboard address 'nonsense' is not HOST:PORT"),
+        (["--factor", "x=close", "--chunks", "0"], "the time block size must be a positive number of rows"),
+        (["--factor", "x=close", "--chunks", "390,-2"], "the symbol block size must be a positive number of symbols"),
+        (["--factor", "x=close", "--chunks", "abc"], "expected TIME[,SYMBOL] block sizes"),
+        (["--factor", "x=close", "--scheduler-address", "nonsense"], "--scheduler-address 'nonsense': missing port"),
         (["--factors-file", str(tmp_path / "missing.toml")], "does not exist"),
         ([], "no factors"),
     ]
@@ -190,6 +194,28 @@ def test_invalid_jobs_exit_1_before_any_work(ticks, tmp_path, capsys):
     assert main(["run", str(tmp_path / "bad.toml")]) == 1
     assert "unknown key 'tiks' (did you mean 'ticks'?)" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("line, message", [
+    ("factor = 3", "factor must be a string or a list of strings, got int 3"),
+    ("symbols = 5", "symbols must be a string or a list of strings, got int 5"),
+    ('force = "no"', "force must be true or false, got str 'no'"),
+    ('worker_timeout = "abc"', "worker_timeout must be a positive number of seconds"),
+    ("freq = 5", "freq must be a string, got int 5"),
+    ("start = 5", "start must be a date"),
+    ("[factors]\nm = true", "[factors] m must be a formula string, got bool True"),
+])
+def test_job_file_values_have_their_types(ticks, tmp_path, capsys, line, message):
+    factors = "" if line.startswith(("factor", "[factors]")) else 'factor = ["x=close"]\n'
+    (tmp_path / "job.toml").write_text(f'ticks = "{ticks}"\nout = "out"\n{factors}{line}\n')
+    assert main(["run", str(tmp_path / "job.toml"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"job file {tmp_path / 'job.toml'}: {message}" in err, err
+    assert not (tmp_path / "out").exists()
+    # the types TOML offers for dates and block sizes are taken as they are
+    (tmp_path / "ok.toml").write_text(f'ticks = "{ticks}"\nout = "out"\nfactor = ["x=close"]\nstart = 2024-01-02\n'
+                                      'end = 2024-01-03\nchunks = 100\nforce = true\nworker_timeout = 5\n')
+    assert main(["validate", str(tmp_path / "ok.toml")]) == 0
 
 HOSTILE = [
     "__import__('os').system('touch PWNED')",
