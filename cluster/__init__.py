@@ -83,13 +83,15 @@ class Cluster:
 
 
 def check_dashboard_address(address) -> str | None:
-    """``address`` as the embedded cluster's dashboard takes it: ``HOST:PORT``, or a bare ``PORT``
-    bound to 127.0.0.1; ``None`` stays None (no dashboard). Checked before any cluster starts
-    (Dask would fail inside ``LocalCluster`` with ``int()``'s message).
+    """``address`` as the embedded cluster's dashboard takes it: ``HOST:PORT``, or a port alone
+    (``PORT`` or Dask's ``:PORT``) bound to 127.0.0.1; ``None`` stays None (no dashboard). Checked
+    before any cluster starts (Dask would fail inside ``LocalCluster`` with ``int()``'s message).
+    Dask reads ``:PORT`` as every interface; here a dashboard leaves the loopback only where a
+    host is named (``0.0.0.0:8787``), since it has no authentication.
 
     Examples
     --------
-    >>> check_dashboard_address(8787), check_dashboard_address("0"), check_dashboard_address("127.0.0.1:8787")
+    >>> check_dashboard_address(8787), check_dashboard_address(":0"), check_dashboard_address("127.0.0.1:8787")
     ('127.0.0.1:8787', '127.0.0.1:0', '127.0.0.1:8787')
     >>> check_dashboard_address("localhost")
     Traceback (most recent call last):
@@ -99,9 +101,10 @@ def check_dashboard_address(address) -> str | None:
     if address is None:
         return None
     text = str(address).strip()
-    if text.isdigit():
-        text = f"127.0.0.1:{text}"
-    m = re.fullmatch(r"([^\s:\[\]/]*):(\d{1,5})", text)  # an IPv4 address or a name; Dask's dashboard takes no [v6]
+    port = text[1:] if text[:1] == ":" else text
+    if port.isdigit():  # a port alone
+        text = f"127.0.0.1:{port}"
+    m = re.fullmatch(r"([^\s:\[\]/]+):(\d{1,5})", text)  # an IPv4 address or a name; Dask's dashboard takes no [v6]
     if m is None or int(m.group(2)) > 65535:
         raise ValueError(f"dashboard address {address!r} is not HOST:PORT or PORT "
                          "(e.g. 127.0.0.1:8787; port 0 picks a free one)")
@@ -124,9 +127,10 @@ def local(n_workers: int | None = None, threads_per_worker: int | None = None, p
         (zero-copy panels; Numba kernels release the GIL). True: worker processes; data is
         loaded and results written inside worker tasks.
     dashboard_address : str or None
-        Where the dashboard listens: ``HOST:PORT``, or a bare port on 127.0.0.1 (checked before
-        the cluster starts: :func:`check_dashboard_address`); ``None`` disables it. Bound to
-        127.0.0.1 by default (if the port is taken Dask picks another; see ``.dashboard_link``).
+        Where the dashboard listens: ``HOST:PORT``, or a port alone (``8787``, ``":8787"``) on
+        127.0.0.1 (checked before the cluster starts: :func:`check_dashboard_address`); ``None``
+        disables it. Bound to 127.0.0.1 unless a host is named (if the port is taken Dask picks
+        another; see ``.dashboard_link``).
     memory_limit : str, int or None
         Dask's per-worker memory limit. Default: ``"auto"`` (the machine's memory split between
         the workers) for worker processes, and none (``0``) for in-process workers: their

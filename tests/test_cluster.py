@@ -101,7 +101,7 @@ def test_real_dask_scheduler_and_workers(tmp_path, expected):
         log.close()
 
 
-@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:", "[::1]:0", "8787x"])
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:", "[::1]:0", "8787x", "::1", ":"])
 def test_local_refuses_a_bad_dashboard_address_before_starting(address, monkeypatch):
     import distributed
 
@@ -118,7 +118,8 @@ def test_dashboard_address_forms():
     assert check(None) is None
     assert check(0) == "127.0.0.1:0" and check(" 8787 ") == "127.0.0.1:8787"  # a bare port: the loopback
     assert check("127.0.0.1:8787") == "127.0.0.1:8787" and check("localhost:0") == "localhost:0"
-    assert check(":8787") == ":8787"  # every interface, as Dask reads it: the user's explicit choice
+    assert check(":8787") == "127.0.0.1:8787"  # Dask's spelling of a port alone: still the loopback
+    assert check("0.0.0.0:8787") == "0.0.0.0:8787"  # every interface only where it is named
 
 
 def test_connect_errors(tmp_path):

@@ -60,7 +60,7 @@ def test_embedded_cluster_listens_on_the_loopback_only():
 
     import psutil
 
-    for dash in (None, "127.0.0.1:0"):
+    for dash in (None, "127.0.0.1:0", ":0", 0):  # ":0" is Dask's every-interface spelling
         with ff.cluster.local(n_workers=1, threads_per_worker=1, dashboard_address=dash) as cluster:
             listening = {c.laddr.ip for c in psutil.Process(os.getpid()).net_connections() if c.status == "LISTEN"}
             assert listening <= {"127.0.0.1"}, (dash, listening)

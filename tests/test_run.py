@@ -95,8 +95,16 @@ def test_job_file_and_factors_files(ticks, full_run, tmp_path, capsys):
         assert_frames_close(got[d], want[d], rtol=1e-12, what=d)
     import pyarrow.parquet as pq  # the file's codec is the job's
 
-    meta = pq.ParquetFile(tmp_path / "out" / "date=2024-01-02" / "part-0.parquet").metadata
-    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"LZ4"}
+    def codecs():
+        meta = pq.ParquetFile(tmp_path / "out" / "date=2024-01-02" / "part-0.parquet").metadata
+        return {meta.row_group(0).column(i).compression for i in range(meta.num_columns)}
+
+    assert codecs() == {"LZ4"}
+    # the codec is not part of a partition's identity: another one keeps the committed files, --force rewrites
+    again = ["run", str(tmp_path / "job.toml"), "--freq", FREQ, "--end", "2024-01-05", "--no-progress",
+             "--compression", "zstd"]
+    assert main(again) == 0 and codecs() == {"LZ4"}
+    assert main([*again, "--force"]) == 0 and codecs() == {"ZSTD"}
     # validate checks the whole job without computing (nothing written)
     capsys.readouterr()
     assert main(["validate", str(tmp_path / "job.toml"), "--out", str(tmp_path / "v")]) == 0
